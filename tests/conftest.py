@@ -1,0 +1,56 @@
+"""Shared fixtures: small generated datasets and a real dask cluster with worker processes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import ooc  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def clf_dir(tmp_path_factory):
+    """A small binary classification dataset: 6 parquet files of 2 000 rows, 5 features."""
+    path = tmp_path_factory.mktemp("clf")
+    ooc.generate_dataset(path, n_rows=12_000, n_features=5, chunk_rows=2_000, seed=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reg_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reg")
+    ooc.generate_dataset(
+        path, n_rows=9_000, n_features=4, chunk_rows=1_500, task="regression", seed=2
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def blobs_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blobs")
+    ooc.generate_dataset(
+        path, n_rows=8_000, n_features=3, chunk_rows=2_000, task="blobs", n_classes=4, seed=3
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A real LocalCluster with two worker processes, shared by the session."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def dask_client(dask_cluster):
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        yield client
