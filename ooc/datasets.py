@@ -1,0 +1,271 @@
+"""Seed-style synthetic datasets, written as independent parquet partitions.
+
+Every partition is a pure function of ``(spec, partition index)``: partitions can be
+written in parallel, in any order, and any one regenerated alone. Files are written
+under a temporary name and renamed, so a file under its final name is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .files import atomic_write, parquet_has_rows
+
+__all__ = ["DatasetSpec", "GeneratedDataset", "generate_dataset", "write_partition"]
+
+TASKS = ("classification", "regression", "blobs")
+DTYPES = ("float64", "float32")
+MANIFEST_NAME = "_manifest.json"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Parameters of a synthetic dataset; equal specs produce byte-identical data.
+
+    Parameters
+    ----------
+    n_rows : int
+        Total number of rows.
+    n_features : int
+        Number of feature columns ``x0 .. x{n_features-1}``.
+    chunk_rows : int
+        Rows per partition file (the last one may be shorter).
+    task : {"classification", "regression", "blobs"}
+        Kind of target ``y``: int64 class labels, float64 values or int64 cluster ids.
+    dtype : {"float64", "float32"}
+        Dtype of the feature columns.
+    seed : int
+        Seed of the whole dataset.
+    n_classes : int
+        Classes for "classification", cluster centres for "blobs".
+    """
+
+    n_rows: int
+    n_features: int = 20
+    chunk_rows: int = 500_000
+    task: str = "classification"
+    dtype: str = "float64"
+    seed: int = 0
+    n_classes: int = 2
+
+    def __post_init__(self):
+        minimums = {"n_rows": 1, "n_features": 1, "chunk_rows": 1, "n_classes": 2}
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            _require(ok and value >= minimum, name, f"an int >= {minimum}", value)
+            object.__setattr__(self, name, int(value))
+        _require(self.task in TASKS, "task", f"one of {TASKS}", self.task)
+        _require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
+
+    @property
+    def n_partitions(self) -> int:
+        return math.ceil(self.n_rows / self.chunk_rows)
+
+    def partition_rows(self, index: int) -> int:
+        return min(self.chunk_rows, self.n_rows - index * self.chunk_rows)
+
+    @staticmethod
+    def partition_name(index: int) -> str:
+        return f"part-{index:05d}.parquet"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"x{j}" for j in range(self.n_features)]
+
+
+@dataclass
+class GeneratedDataset:
+    """What :func:`generate_dataset` did: where, and which partitions it wrote or kept."""
+
+    path: Path
+    spec: DatasetSpec
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+def _require(ok, name, expected, got):
+    if not ok:
+        raise ValueError(f"generate_dataset: {name} must be {expected}, got {got!r}.")
+
+
+def _dataset_constants(spec: DatasetSpec) -> dict[str, np.ndarray]:
+    """Quantities shared by all partitions: weights, centres, per-feature scale and offset."""
+    rng = np.random.default_rng([spec.seed, 0])
+    return {
+        "weights": rng.standard_normal((spec.n_features, spec.n_classes)),
+        "centres": rng.uniform(-4, 4, size=(spec.n_classes, spec.n_features)),
+        # Scales span three orders of magnitude and offsets are large, so scaling matters.
+        "scales": 10.0 ** rng.uniform(-1, 2, size=spec.n_features),
+        "offsets": rng.uniform(-50, 50, size=spec.n_features),
+    }
+
+
+def _partition_table(spec: DatasetSpec, index: int) -> pa.Table:
+    const = _dataset_constants(spec)
+    rng = np.random.default_rng([spec.seed, 1, index])
+    n = spec.partition_rows(index)
+    # Feature-major layout: each feature is one contiguous row, i.e. one parquet column.
+    if spec.task == "blobs":
+        y = rng.integers(spec.n_classes, size=n, dtype=np.int64)
+        z = const["centres"][y].T + rng.standard_normal((spec.n_features, n))
+    else:
+        z = rng.standard_normal((spec.n_features, n))
+        signal = const["weights"].T @ z
+        if spec.task == "classification":
+            noise = rng.gumbel(scale=0.5, size=signal.shape)
+            y = np.argmax(signal + noise, axis=0).astype(np.int64)
+        else:
+            y = 10.0 * signal[0] + rng.standard_normal(n) + 3.0
+    x = z * const["scales"][:, None] + const["offsets"][:, None]
+    columns = {name: x[j].astype(spec.dtype) for j, name in enumerate(spec.feature_names)}
+    columns["y"] = y
+    return pa.table(columns)
+
+
+def write_partition(path: str | os.PathLike, spec: DatasetSpec, index: int) -> bool:
+    """Write partition ``index`` of ``spec`` under ``path`` unless it is already complete.
+
+    Parameters
+    ----------
+    path : path-like
+        Dataset directory (must exist).
+    spec : DatasetSpec
+        Dataset parameters.
+    index : int
+        Partition index, ``0 <= index < spec.n_partitions``.
+
+    Returns
+    -------
+    bool
+        True if the file was written, False if a complete file was already there.
+
+    Examples
+    --------
+    >>> spec = DatasetSpec(n_rows=1000, chunk_rows=500)
+    >>> write_partition(tmp_dir, spec, 1)  # doctest: +SKIP
+    True
+    """
+    if not 0 <= index < spec.n_partitions:
+        raise IndexError(f"partition index {index} is outside 0..{spec.n_partitions - 1}")
+    target = Path(path) / spec.partition_name(index)
+    if parquet_has_rows(target, spec.partition_rows(index)):
+        return False
+    table = _partition_table(spec, index)
+    atomic_write(
+        target, lambda tmp: pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1))
+    )
+    return True
+
+
+def _manifest(spec: DatasetSpec) -> dict:
+    schema = {name: spec.dtype for name in spec.feature_names}
+    schema["y"] = "float64" if spec.task == "regression" else "int64"
+    return {
+        "format": 1,
+        "params": asdict(spec),
+        "n_rows": spec.n_rows,
+        "schema": schema,
+        "partitions": [
+            {"file": spec.partition_name(i), "rows": spec.partition_rows(i)}
+            for i in range(spec.n_partitions)
+        ],
+    }
+
+
+def prepare_dataset_dir(path: str | os.PathLike, spec: DatasetSpec) -> Path:
+    """Create ``path`` and its manifest, or check an existing one was made from ``spec``.
+
+    Raises
+    ------
+    ValueError
+        If the directory holds a dataset made with other parameters, or parquet files
+        without a manifest (data this function did not generate).
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest_path = root / MANIFEST_NAME
+    wanted = _manifest(spec)
+    if manifest_path.exists():
+        try:
+            found = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{manifest_path} is not valid JSON ({err}); the dataset's manifest is damaged. "
+                "Delete the directory and generate it again."
+            ) from err
+        if found.get("params") != wanted["params"]:
+            diff = {
+                k: (found.get("params", {}).get(k), v)
+                for k, v in wanted["params"].items()
+                if found.get("params", {}).get(k) != v
+            }
+            raise ValueError(
+                f"{root} already holds a dataset generated with other parameters "
+                f"(name: (found, requested)) {diff}. Use another directory or delete this one."
+            )
+        return root
+    if any(root.rglob("*.parquet")):  # recursive, as read_parquet reads subdirectories
+        raise ValueError(
+            f"{root} holds parquet files but no {MANIFEST_NAME}: it is not a dataset made by "
+            "generate_dataset, and writing into it would mix data. Use an empty directory."
+        )
+    atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(wanted, indent=2)))
+    return root
+
+
+def generate_dataset(
+    path: str | os.PathLike,
+    n_rows: int,
+    n_features: int = 20,
+    chunk_rows: int = 500_000,
+    task: str = "classification",
+    dtype: str = "float64",
+    seed: int = 0,
+    *,
+    n_classes: int = 2,
+) -> GeneratedDataset:
+    """Write a synthetic dataset as parquet partitions, in parallel with dask.
+
+    Features ``x0..x{n-1}`` have different scales and offsets; the target ``y`` holds
+    class labels (int64), values (float64) or cluster ids (int64) depending on ``task``.
+    A manifest ``_manifest.json`` records the parameters, row counts and schema.
+    Re-running with the same arguments only writes the partitions that are missing.
+
+    Parameters
+    ----------
+    path : path-like
+        Output directory; created if missing.
+    n_rows, n_features, chunk_rows, task, dtype, seed, n_classes
+        See :class:`DatasetSpec`.
+
+    Returns
+    -------
+    GeneratedDataset
+        The directory, the spec and which partitions were written or already complete.
+
+    Examples
+    --------
+    >>> import ooc
+    >>> info = ooc.generate_dataset("data/clf", n_rows=10**6, chunk_rows=10**5)  # doctest: +SKIP
+    >>> X, y = ooc.read_parquet("data/clf")  # doctest: +SKIP
+    """
+    spec = DatasetSpec(n_rows, n_features, chunk_rows, task, dtype, seed, n_classes)
+    root = prepare_dataset_dir(path, spec)
+    wrote = dask.compute(
+        *[dask.delayed(write_partition)(root, spec, i) for i in range(spec.n_partitions)]
+    )
+    result = GeneratedDataset(root, spec)
+    for index, written in enumerate(wrote):
+        (result.written if written else result.skipped).append(index)
+    return result
