@@ -1,0 +1,220 @@
+"""Row blocks of any supported input, and a bounded prefetching iterator over them.
+
+Supported inputs are dask arrays, dask DataFrames/Series, numpy arrays and pandas
+objects. A dask input becomes one delayed object per row block (a dask array is first
+rechunked so each row block holds every column); an in-memory input is one block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+
+__all__ = [
+    "RowBlocks",
+    "is_dask_collection",
+    "is_dask_frame",
+    "n_rows",
+    "prefetch",
+    "row_blocks",
+]
+
+
+def is_dask_frame(obj) -> bool:
+    """True for a dask DataFrame or Series (classic or dask-expr)."""
+    return dask.is_dask_collection(obj) and hasattr(obj, "map_partitions")
+
+
+def is_dask_collection(obj) -> bool:
+    return isinstance(obj, da.Array) or is_dask_frame(obj)
+
+
+def with_all_columns(X: da.Array) -> da.Array:
+    """Rechunk a column-chunked 2-D dask array so each row block holds every feature."""
+    if X.ndim == 2 and X.numblocks[1] > 1:
+        return X.rechunk({1: -1})
+    return X
+
+
+@dataclass
+class RowBlocks:
+    """A sequence of row blocks: lazy (``Delayed``) for dask input, or one in-memory block.
+
+    Attributes
+    ----------
+    blocks : list
+        ``Delayed`` objects, or ``[array]`` for in-memory input.
+    rows : tuple of int or None
+        Rows per block when known without computing, else None.
+    lazy : bool
+        Whether ``blocks`` must be computed.
+    """
+
+    blocks: list
+    rows: tuple[int, ...] | None
+    lazy: bool
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+
+def row_blocks(X, *, name: str = "X") -> RowBlocks:
+    """Split ``X`` into its row blocks without computing anything.
+
+    Raises
+    ------
+    ValueError
+        If a dask array is not 1-D or 2-D.
+    """
+    if isinstance(X, da.Array):
+        if X.ndim not in (1, 2):
+            raise ValueError(f"{name} must be 1-D or 2-D, got a {X.ndim}-D dask array.")
+        X = with_all_columns(X)
+        blocks = list(X.to_delayed(optimize_graph=False).reshape(-1))
+        rows = None if any(np.isnan(c) for c in X.chunks[0]) else tuple(map(int, X.chunks[0]))
+        return RowBlocks(blocks, rows, lazy=True)
+    if is_dask_frame(X):
+        return RowBlocks(list(X.to_delayed(optimize_graph=False)), None, lazy=True)
+    return RowBlocks([X], (n_rows(X),), lazy=False)
+
+
+def n_rows(X) -> int:
+    """Rows of an in-memory array-like: numpy, pandas, scipy.sparse, or anything array-like."""
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None else len(np.asarray(X))
+
+
+def aligned_row_blocks(X, y) -> tuple[RowBlocks, RowBlocks | None]:
+    """Row blocks of ``X`` and ``y`` that pair up block by block.
+
+    A dask array ``y`` with known chunks is rechunked to ``X``'s row chunks when the
+    totals agree; an in-memory ``y`` is split along ``X``'s known chunks.
+
+    Raises
+    ------
+    ValueError
+        When X and y cannot be paired: different row totals, different block counts
+        with unknown sizes, or a lazy X with an in-memory y of unknown split.
+    """
+    xb = row_blocks(X, name="X")
+    if y is None:
+        return xb, None
+    if xb.lazy and not is_dask_collection(y):
+        if xb.rows is None:
+            raise ValueError(
+                "X is a dask collection with unknown block sizes and y is in memory, so they "
+                "cannot be paired block by block. Pass y as a dask collection partitioned like X."
+            )
+        y = np.asarray(y)
+        _check_total(xb.rows, len(y))
+        return xb, RowBlocks(np.split(y, np.cumsum(xb.rows)[:-1]), xb.rows, lazy=False)
+    if isinstance(y, da.Array) and xb.rows is not None and not any(np.isnan(y.shape)):
+        _check_total(xb.rows, y.shape[0])
+        if tuple(y.chunks[0]) != xb.rows:
+            y = y.rechunk({0: xb.rows})
+    yb = row_blocks(y, name="y")
+    if xb.lazy != yb.lazy:
+        raise ValueError(
+            "X is in memory but y is a dask collection; pass both in memory or both as dask."
+        )
+    if len(xb) != len(yb):
+        raise ValueError(
+            f"X has {len(xb)} row blocks but y has {len(yb)}: they must be partitioned alike "
+            "(one y block per X block with the same rows)."
+        )
+    if xb.rows is not None and yb.rows is not None and xb.rows != yb.rows:
+        block = next(i for i, (a, b) in enumerate(zip(xb.rows, yb.rows, strict=True)) if a != b)
+        raise ValueError(
+            f"Block {block}: X has {xb.rows[block]} rows but y has {yb.rows[block]}. "
+            "X and y must be partitioned alike."
+        )
+    return xb, yb
+
+
+def _check_total(x_rows: tuple[int, ...], y_rows: int) -> None:
+    if sum(x_rows) != y_rows:
+        raise ValueError(
+            f"X has {sum(x_rows)} rows but y has {y_rows}: they must describe the same samples."
+        )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A computed item of :func:`prefetch`, with the seconds its computation took."""
+
+    index: int
+    value: Any
+    load_seconds: float
+
+
+def prefetch(
+    loaders: Iterable[tuple[int, Callable[[], Any]]], depth: int = 2
+) -> Iterator[tuple[Loaded, float]]:
+    """Run ``loaders`` ahead of the consumer, at most ``depth`` at a time, in order.
+
+    Parameters
+    ----------
+    loaders : iterable of (index, callable)
+        Each callable loads one item (e.g. computes one block).
+    depth : int
+        How many items may be loading while the consumer works on the current one;
+        at most ``depth + 1`` loaded items exist at once. ``0`` loads in the caller.
+
+    Yields
+    ------
+    loaded : Loaded
+        The item, its index and the seconds its load took.
+    wait_seconds : float
+        How long the consumer waited for it (near 0 when prefetch keeps up).
+    """
+
+    def load(index, loader):
+        start = time.perf_counter()
+        value = loader()
+        return Loaded(index, value, time.perf_counter() - start)
+
+    if depth <= 0:
+        for index, loader in loaders:
+            item = load(index, loader)
+            yield item, item.load_seconds
+        return
+
+    it = iter(loaders)
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="ooc-prefetch") as pool:
+        pending: deque = deque()
+        try:
+            for index, loader in it:
+                pending.append(pool.submit(load, index, loader))
+                if len(pending) >= depth:
+                    break
+            while pending:
+                start = time.perf_counter()
+                item = pending.popleft().result()
+                waited = time.perf_counter() - start
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(load, *nxt))
+                yield item, waited
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def compute_blocks(*blocks):
+    """Compute lazy blocks together, so reads they share run once; others pass through."""
+    lazy = [i for i, b in enumerate(blocks) if isinstance(b, Delayed)]
+    if not lazy:
+        return blocks
+    out = list(blocks)
+    for i, value in zip(lazy, dask.compute(*(blocks[i] for i in lazy)), strict=True):
+        out[i] = value
+    return tuple(out)
