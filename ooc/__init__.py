@@ -9,7 +9,7 @@ from .blocks import prefetch
 from .datasets import DatasetSpec, GeneratedDataset, generate_dataset, write_partition
 from .incremental import BlockReport, Incremental
 from .io import ParquetLayout, inspect_parquet, list_parquet_files, read_parquet
-from .metrics import BlockScorer
+from .metrics import BlockScorer, evaluate
 from .predict import PredictionJob, predict_file, predict_parquet, prediction_jobs
 from .preprocessing import MinMaxScaler, StandardScaler
 
@@ -23,6 +23,7 @@ __all__ = [
     "ParquetLayout",
     "PredictionJob",
     "StandardScaler",
+    "evaluate",
     "generate_dataset",
     "inspect_parquet",
     "list_parquet_files",

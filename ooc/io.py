@@ -7,9 +7,10 @@ block is checked for NaN/inf as it is decoded, naming the file, column and row.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask.array as da
@@ -55,6 +56,10 @@ def _is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
+# Seeds the draw of ParquetLayout.split apart from other draws made with the same seed.
+_SPLIT_STREAM = 3
+
+
 @dataclass(frozen=True)
 class ParquetLayout:
     """What the footers of a parquet directory say: files, rows per file and columns.
@@ -85,6 +90,71 @@ class ParquetLayout:
     @property
     def n_rows(self) -> int:
         return sum(self.rows)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[ParquetLayout, ParquetLayout]:
+        """Split into a training and a holdout layout by whole files; no data is read.
+
+        ``max(1, round(fraction * n_files))`` files, drawn at random from ``seed``,
+        form the holdout (at most ``n_files - 1``, so training keeps at least one file);
+        the others form the training part. Both keep the columns and dtypes of this
+        layout and list their files in the original order, so :func:`dask_arrays`
+        turns either into ``(X, y)`` with one block per file.
+
+        Parameters
+        ----------
+        fraction : float
+            Share of the files to hold out, strictly between 0 and 1.
+        seed : int, default 0
+            Seed of the draw; the same seed and files give the same split.
+
+        Returns
+        -------
+        train : ParquetLayout
+        holdout : ParquetLayout
+            Disjoint; together they hold every file of this layout.
+
+        Raises
+        ------
+        ValueError
+            If ``fraction`` is not in (0, 1), ``seed`` is not a non-negative int, or
+            the layout has fewer than 2 files.
+
+        Examples
+        --------
+        >>> layout = inspect_parquet("data/clf", target="y")  # doctest: +SKIP
+        >>> train, holdout = layout.split(0.2, seed=0)  # doctest: +SKIP
+        >>> len(train.files), len(holdout.files)  # doctest: +SKIP
+        (8, 2)
+        >>> X_test, y_test = dask_arrays(holdout)  # doctest: +SKIP
+        """
+        real = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
+        if not (real and 0 < fraction < 1):
+            raise ValueError(
+                f"split: fraction must be a number strictly between 0 and 1 (the share of "
+                f"files to hold out), got {fraction!r}. Pass e.g. fraction=0.2."
+            )
+        if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0):
+            raise ValueError(f"split: seed must be an int >= 0, got {seed!r}.")
+        n_files = len(self.files)
+        if n_files < 2:
+            raise ValueError(
+                f"split holds out whole files, so it needs at least 2 parquet files; this "
+                f"layout has {n_files} ({', '.join(map(str, self.files))}). Write the data "
+                "as more, smaller files (e.g. a smaller chunk_rows in generate_dataset)."
+            )
+        n_holdout = min(n_files - 1, max(1, round(fraction * n_files)))
+        rng = np.random.default_rng([int(seed), _SPLIT_STREAM])
+        held = set(rng.choice(n_files, size=n_holdout, replace=False).tolist())
+        train = [i for i in range(n_files) if i not in held]
+        return self._subset(train), self._subset(sorted(held))
+
+    def _subset(self, indices: list[int]) -> ParquetLayout:
+        """This layout restricted to the files at ``indices`` (in that order)."""
+        return replace(
+            self,
+            files=tuple(self.files[i] for i in indices),
+            rows=tuple(self.rows[i] for i in indices),
+        )
 
 
 def _read_schema(file: Path) -> tuple[int, pa.Schema]:
