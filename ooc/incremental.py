@@ -14,7 +14,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, reduce
 from pathlib import Path
 
 import dask.array as da
@@ -62,6 +62,8 @@ class BlockReport:
         Seconds in ``partial_fit``.
     n_samples_seen : int
         Rows seen so far in this fit, this block included.
+    load_started, fit_started : float
+        Wall-clock times (``time.time()``) when loading and ``partial_fit`` began.
     """
 
     epoch: int
@@ -73,6 +75,8 @@ class BlockReport:
     wait_seconds: float
     fit_seconds: float
     n_samples_seen: int
+    load_started: float = 0.0
+    fit_started: float = 0.0
 
 
 @dataclass
@@ -88,6 +92,8 @@ class _FitState:
     best_estimator: object = None
     epochs_without_improvement: int = 0
     stopped: bool = False
+    training_scores: list = field(default_factory=list)
+    training_total: dict | None = None
 
 
 def _estimator_has(method: str):
@@ -139,6 +145,10 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     validation_fraction : float, default 0.1
     n_iter_no_change : int, default 5
     tol : float, default 1e-4
+    progressive_score : bool, default False
+        Score each block with the model *before* it learns from it (progressive
+        validation) and report the mean per epoch in ``training_scores_``: a training
+        score that costs one ``predict`` per block and no extra pass.
     block_callback : callable, optional
         Called with a :class:`BlockReport` after each block (progress bars, timing).
     checkpoint_path : path-like, optional
@@ -159,6 +169,8 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         Training rows streamed, over all epochs.
     validation_scores_ : list of float
         Held-out score after each epoch (with ``early_stopping``).
+    training_scores_ : list of float
+        Progressive training score of each epoch (with ``progressive_score``).
     best_validation_score_ : float or None
     resumed_from_ : tuple (epoch, position) or None
         Where the fit resumed from a checkpoint, if it did.
@@ -189,6 +201,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
+        progressive_score: bool = False,
         block_callback: Callable[[BlockReport], None] | None = None,
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
@@ -202,6 +215,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.progressive_score = progressive_score
         self.block_callback = block_callback
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
@@ -344,6 +358,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
             order = self._order(train, state.seed, state.epoch)
             todo = ((i, loader(i)) for i in order[state.position :])
             for loaded, waited in prefetch(todo, depth=self.prefetch):
+                fit_started = time.time()
                 rows, fit_seconds = self._fit_block(
                     estimator, loaded, state, fit_kwargs, lazy=xb.lazy
                 )
@@ -354,12 +369,16 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
                         BlockReport(
                             state.epoch, state.position - 1, len(order), loaded.index, rows,
                             loaded.load_seconds, waited, fit_seconds, state.n_samples_seen,
+                            loaded.started, fit_started,
                         )
                     )  # fmt: skip
                 if checkpoint and checkpoint.due(state.position):
                     checkpoint.save(estimator, state)
             state.epoch += 1
             state.position = 0
+            if self.progressive_score:
+                state.training_scores.append(BlockScorer(estimator).value(state.training_total))
+                state.training_total = None
             if held_out:
                 self._validate_epoch(estimator, state, [loader(i) for i in held_out])
             if checkpoint:
@@ -371,6 +390,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         self.n_epochs_ = state.epoch
         self.n_samples_seen_ = state.n_samples_seen
         self.validation_scores_ = list(state.validation_scores)
+        self.training_scores_ = list(state.training_scores)
         self.best_validation_score_ = state.best_score if held_out else None
         return self
 
@@ -388,6 +408,10 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
                 f"Block {loaded.index}: X has {rows} rows but y has {len(yi)}. "
                 "X and y must be partitioned alike."
             )
+        if self.progressive_score and state.n_samples_seen > 0:
+            scorer = BlockScorer(estimator)
+            part = scorer.parts(xi, yi, block=loaded.index)
+            state.training_total = scorer.merge(state.training_total, part)
         start = time.perf_counter()
         try:
             if yi is None:
@@ -403,9 +427,9 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
 
     def _validate_epoch(self, estimator, state: _FitState, loaders) -> None:
         scorer = BlockScorer(estimator)
-        total = 0
+        total = None
         for loaded, _ in prefetch(enumerate(loaders), depth=self.prefetch):
-            total = total + scorer.parts(*loaded.value)
+            total = scorer.merge(total, scorer.parts(*loaded.value, block=loaded.index))
         score = scorer.value(total)
         state.validation_scores.append(score)
         if score > state.best_score + self.tol:
@@ -487,10 +511,10 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         xb, yb = aligned_row_blocks(X, y)
         scorer = BlockScorer(self.estimator_)
         parts = [
-            dask.delayed(scorer.parts)(xb.blocks[i], yb.blocks[i] if yb else None)
+            dask.delayed(scorer.parts)(xb.blocks[i], yb.blocks[i] if yb else None, i)
             for i in range(len(xb))
         ]
-        return scorer.value(sum(dask.compute(*parts)))
+        return scorer.value(reduce(scorer.merge, dask.compute(*parts), None))
 
 
 class _Checkpoint:

@@ -35,11 +35,12 @@ def _model_kind(estimator) -> str:
 
 
 class BlockScorer:
-    """Accumulate the default score of ``estimator`` over row blocks.
+    """Accumulate the default ``score`` of ``estimator`` exactly, one block at a time.
 
-    Classifiers: accuracy. Regressors: R² (averaged uniformly over outputs).
-    Clusterers: the sum of block scores (for k-means, minus the total inertia).
-    Anything else with ``score``: the row-weighted mean of block scores.
+    Classifiers: accuracy. Regressors: R² (averaged uniformly over outputs), from the
+    same pairwise-merged statistics as :func:`evaluate`. Clusterers: the sum of block
+    scores (for k-means, minus the total inertia). Anything else with ``score``: the
+    row-weighted mean of block scores.
 
     Examples
     --------
@@ -48,7 +49,7 @@ class BlockScorer:
     >>> X = np.arange(10.0).reshape(-1, 1); y = 2 * X.ravel() + 1
     >>> est = LinearRegression().fit(X, y)
     >>> scorer = BlockScorer(est)
-    >>> total = scorer.parts(X[:4], y[:4]) + scorer.parts(X[4:], y[4:])
+    >>> total = scorer.merge(scorer.parts(X[:4], y[:4]), scorer.parts(X[4:], y[4:]))
     >>> round(scorer.value(total), 6)
     1.0
     """
@@ -57,44 +58,35 @@ class BlockScorer:
         self.estimator = estimator
         self.kind = _model_kind(estimator)
 
-    def parts(self, X, y=None) -> np.ndarray:
-        """Sufficient statistics of one block; add them up across blocks."""
-        n = len(X)
-        if self.kind == "classifier":
-            if n == 0:
-                return np.zeros(2)
-            correct = np.sum(self.estimator.predict(X) == np.asarray(y).ravel())
-            return np.array([correct, n], dtype=float)
-        if self.kind == "regressor":
-            y = np.asarray(y, dtype=float).reshape(n, -1)
-            if n == 0:
-                return np.zeros((4, y.shape[1]))
-            pred = np.asarray(self.estimator.predict(X), dtype=float).reshape(n, -1)
-            return np.stack(
-                [
-                    ((y - pred) ** 2).sum(axis=0),
-                    y.sum(axis=0),
-                    (y**2).sum(axis=0),
-                    np.full(y.shape[1], n, dtype=float),
-                ]
-            )
+    def parts(self, X, y=None, block: int = 0) -> dict | None:
+        """Sufficient statistics of one block (None for an empty block)."""
+        n = n_rows(X)
         if n == 0:
-            return np.zeros(2)
-        score = self.estimator.score(X) if y is None else self.estimator.score(X, y)
-        weight = 1.0 if self.kind == "clusterer" else n
-        return np.array([score * weight, n], dtype=float)
-
-    def value(self, total: np.ndarray) -> float:
-        """The score from the summed parts of all blocks."""
+            return None
+        if self.kind == "classifier":
+            correct = np.sum(np.asarray(self.estimator.predict(X)).ravel() == np.asarray(y).ravel())
+            return {"n": n, "correct": int(correct)}
         if self.kind == "regressor":
-            sse, sum_y, sum_y2, n = total
-            ss_tot = sum_y2 - sum_y**2 / n
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r2 = np.where(ss_tot > 0, 1 - sse / ss_tot, np.where(sse == 0, 1.0, 0.0))
-            return float(np.mean(r2))
+            return _regressor_stats(self.estimator, X, y, block)
+        score = self.estimator.score(X) if y is None else self.estimator.score(X, y)
+        return {"n": n, "score_sum": float(score) * (1 if self.kind == "clusterer" else n)}
+
+    @staticmethod
+    def merge(a: dict | None, b: dict | None) -> dict | None:
+        """Combine the parts of two blocks (or of two merged groups)."""
+        return _merge(a, b)
+
+    def value(self, total: dict | None) -> float:
+        """The score from the merged parts of all blocks."""
+        if total is None:
+            return float("nan")
+        if self.kind == "classifier":
+            return total["correct"] / total["n"]
+        if self.kind == "regressor":
+            return _finish_regressor(total)["r2"]
         if self.kind == "clusterer":
-            return float(total[0])
-        return float(total[0] / total[1]) if total[1] else float("nan")
+            return total["score_sum"]
+        return total["score_sum"] / total["n"]
 
 
 # -- evaluate ---------------------------------------------------------------------------------
