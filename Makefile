@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m flows.demo
+	$(BIN)/ooc run --rows 3000000 --workdir .demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -54,3 +54,23 @@ def dask_client(dask_cluster):
 
     with Client(dask_cluster) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect server and database for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def faults(tmp_path, monkeypatch):
+    """Arm test-only faults: ``faults("fit-block:3")``; each fires once."""
+    monkeypatch.setenv("OOC_FAULTS_DIR", str(tmp_path / "fault-markers"))
+
+    def arm(spec: str) -> None:
+        monkeypatch.setenv("OOC_FAULTS", spec)
+
+    return arm
