@@ -28,14 +28,22 @@ def write_partition(out: str, spec: DatasetSpec, index: int) -> bool:
     return ooc.write_partition(out, spec, index)
 
 
+def split_layout(data: str, target: str | None, holdout_fraction: float, split_seed: int):
+    """The dataset's layout from its footers, and its (train, holdout) split by whole files.
+
+    Every task that needs the split derives it here, so they all agree on it.
+    """
+    layout = ooc.inspect_parquet(data, target=target)
+    return (layout, *layout.split(holdout_fraction, seed=split_seed))
+
+
 @task(cache_policy=NONE)
 def check_dataset(data: str, target: str | None, holdout_fraction: float, split_seed: int) -> dict:
     """Read every footer and fail fast on a bad dataset, before any fitting.
 
     Returns the layout in small numbers: files and rows for training and holdout.
     """
-    layout = ooc.inspect_parquet(data, target=target)
-    train, holdout = layout.split(holdout_fraction, seed=split_seed)
+    layout, train, holdout = split_layout(data, target, holdout_fraction, split_seed)
     return {
         "data": str(data),
         "target": target,

@@ -11,6 +11,7 @@ from prefect_dask import get_dask_client
 import ooc
 from ooc.io import dask_arrays
 
+from .data import split_layout
 from .store import load_object
 from .training import RETRIES
 
@@ -22,8 +23,7 @@ def evaluate_model(
     """Metrics of the saved model on the holdout files (accuracy, log loss, ROC AUC; R², RMSE;
     inertia), with ``seconds`` and ``n_samples``."""
     start = time.perf_counter()
-    layout = ooc.inspect_parquet(data, target=target)
-    _, holdout = layout.split(holdout_fraction, seed=split_seed)
+    _, _, holdout = split_layout(data, target, holdout_fraction, split_seed)
     X, y = dask_arrays(holdout)
     model = load_object(model_path)
     with get_dask_client():

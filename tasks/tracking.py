@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 import ooc
 
 from .settings import Settings, get_settings
+from .store import load_object
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 DEFAULT_METRICS = {
@@ -193,30 +194,25 @@ def log_files(files, artifact_path: str = "profiles") -> None:
 
 def log_model(model, input_example) -> str:
     """Log the whole fitted pipeline with its signature; return the model URI."""
+    from mlflow.models import infer_signature
 
-    prediction = model.predict(input_example.to_numpy())
+    signature = infer_signature(input_example, model.predict(input_example.to_numpy()))
     with warnings.catch_warnings():
         # MLflow checks the example by predicting on the DataFrame; the pipeline was fitted
         # on arrays from parquet, so sklearn notes the names it cannot check.
         warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
-        info = _log_sklearn(model, input_example, prediction)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            serialization_format="cloudpickle",
+            # The model unpickles ooc classes: ship the package with it, and state the
+            # requirements instead of having MLflow infer them (slow, and it misses ooc).
+            code_paths=[str(Path(ooc.__file__).parent)],
+            pip_requirements=_requirements(),
+        )
     return info.model_uri
-
-
-def _log_sklearn(model, input_example, prediction):
-    from mlflow.models import infer_signature
-
-    return mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(input_example, prediction),
-        input_example=input_example,
-        serialization_format="cloudpickle",
-        # The model unpickles ooc classes: ship the package with it, and state the
-        # requirements instead of having MLflow infer them (slow, and it misses ooc).
-        code_paths=[str(Path(ooc.__file__).parent)],
-        pip_requirements=_requirements(),
-    )
 
 
 def _requirements() -> list[str]:
@@ -230,8 +226,6 @@ def _requirements() -> list[str]:
 
 def log_training(trained: dict, input_example) -> str:
     """Everything a training run measured, and the model; returns the model's URI."""
-    from .store import load_object
-
     layout, fit, card = trained["layout"], trained["fit"], trained["card"]
     log_dataset(layout)
     pipeline = load_object(fit["model_path"])

@@ -22,6 +22,7 @@ from ooc.catalog import make_estimator, make_scaler, model_kind
 from ooc.files import atomic_write
 from ooc.io import dask_arrays
 
+from .data import split_layout
 from .faults import maybe_fail
 from .store import load_object, save_object
 
@@ -30,8 +31,7 @@ RETRIES = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_fact
 
 def training_arrays(data: str, target: str | None, holdout_fraction: float, split_seed: int):
     """X, y over the training files (the holdout files are left out by the split)."""
-    layout = ooc.inspect_parquet(data, target=target)
-    train, _ = layout.split(holdout_fraction, seed=split_seed)
+    _, train, _ = split_layout(data, target, holdout_fraction, split_seed)
     return dask_arrays(train)
 
 
