@@ -22,7 +22,7 @@ from rich.table import Table
 
 import ooc
 
-DEFAULT_METHODS = ["plain", "dask-ml", "ooc"]
+DEFAULT_METHODS = ["plain", "dask-ml", "ooc", "ooc-parallel"]
 
 
 def _run(method: str, data: Path, out: Path) -> dict:

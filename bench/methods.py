@@ -12,6 +12,7 @@ import resource
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -95,15 +96,20 @@ def dask_ml(train, holdout, all_files, out: Path) -> dict:
     }
 
 
-def ooc_pipeline(train, holdout, all_files, out: Path, **incremental) -> dict:
-    """ooc's StandardScaler + Incremental in a sklearn Pipeline, predict_parquet."""
-    from sklearn.pipeline import make_pipeline
+def ooc_pipeline(train, holdout, all_files, out: Path, parallel: bool = False) -> dict:
+    """ooc's StandardScaler + Incremental in a sklearn Pipeline, predict_parquet.
+
+    With ``parallel``, ``ParallelIncremental``: one replica per core, averaged every
+    ``sync_every`` blocks.
+    """
+    from sklearn.pipeline import Pipeline
 
     X, y = dask_arrays(train)
     reports = []
-    inc = ooc.Incremental(_estimator(), block_callback=reports.append, **incremental)
+    wrapper = ooc.ParallelIncremental if parallel else ooc.Incremental
+    inc = wrapper(_estimator(), block_callback=reports.append)
     start = time.perf_counter()
-    pipe = make_pipeline(ooc.StandardScaler(), inc)
+    pipe = Pipeline([("standardscaler", ooc.StandardScaler()), ("incremental", inc)])
     pipe.fit(X, y, incremental__classes=CLASSES)
     fit = time.perf_counter() - start
 
@@ -123,7 +129,12 @@ def ooc_pipeline(train, holdout, all_files, out: Path, **incremental) -> dict:
     }
 
 
-METHODS = {"plain": plain, "dask-ml": dask_ml, "ooc": ooc_pipeline}
+METHODS = {
+    "plain": plain,
+    "dask-ml": dask_ml,
+    "ooc": ooc_pipeline,
+    "ooc-parallel": partial(ooc_pipeline, parallel=True),
+}
 
 
 def main(name: str, data: str, out: str) -> None:

@@ -10,6 +10,7 @@ from .datasets import DatasetSpec, GeneratedDataset, generate_dataset, write_par
 from .incremental import BlockReport, Incremental
 from .io import ParquetLayout, inspect_parquet, list_parquet_files, read_parquet
 from .metrics import BlockScorer, evaluate
+from .parallel import ParallelIncremental
 from .predict import PredictionJob, predict_file, predict_parquet, prediction_jobs
 from .preprocessing import MinMaxScaler, StandardScaler
 
@@ -20,6 +21,7 @@ __all__ = [
     "GeneratedDataset",
     "Incremental",
     "MinMaxScaler",
+    "ParallelIncremental",
     "ParquetLayout",
     "PredictionJob",
     "StandardScaler",

@@ -210,12 +210,13 @@ def prefetch(
                 future.cancel()
 
 
-def compute_blocks(*blocks):
+def compute_blocks(*blocks, scheduler=None):
     """Compute lazy blocks together, so reads they share run once; others pass through."""
     lazy = [i for i, b in enumerate(blocks) if isinstance(b, Delayed)]
     if not lazy:
         return blocks
     out = list(blocks)
-    for i, value in zip(lazy, dask.compute(*(blocks[i] for i in lazy)), strict=True):
+    values = dask.compute(*(blocks[i] for i in lazy), scheduler=scheduler)
+    for i, value in zip(lazy, values, strict=True):
         out[i] = value
     return tuple(out)

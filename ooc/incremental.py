@@ -64,6 +64,8 @@ class BlockReport:
         Rows seen so far in this fit, this block included.
     load_started, fit_started : float
         Wall-clock times (``time.time()``) when loading and ``partial_fit`` began.
+    replica : int
+        Which replica fitted the block (always 0 for a serial fit).
     """
 
     epoch: int
@@ -77,6 +79,7 @@ class BlockReport:
     n_samples_seen: int
     load_started: float = 0.0
     fit_started: float = 0.0
+    replica: int = 0
 
 
 @dataclass
@@ -356,24 +359,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
 
         while state.epoch < epochs and not state.stopped:
             order = self._order(train, state.seed, state.epoch)
-            todo = ((i, loader(i)) for i in order[state.position :])
-            for loaded, waited in prefetch(todo, depth=self.prefetch):
-                fit_started = time.time()
-                rows, fit_seconds = self._fit_block(
-                    estimator, loaded, state, fit_kwargs, lazy=xb.lazy
-                )
-                state.position += 1
-                state.n_samples_seen += rows
-                if self.block_callback is not None:
-                    self.block_callback(
-                        BlockReport(
-                            state.epoch, state.position - 1, len(order), loaded.index, rows,
-                            loaded.load_seconds, waited, fit_seconds, state.n_samples_seen,
-                            loaded.started, fit_started,
-                        )
-                    )  # fmt: skip
-                if checkpoint and checkpoint.due(state.position):
-                    checkpoint.save(estimator, state)
+            estimator = self._epoch(estimator, order, state, fit_kwargs, (xb, yb), checkpoint)
             state.epoch += 1
             state.position = 0
             if self.progressive_score:
@@ -394,36 +380,50 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         self.best_validation_score_ = state.best_score if held_out else None
         return self
 
-    def _fit_block(
-        self, estimator, loaded, state: _FitState, fit_kwargs, lazy: bool
-    ) -> tuple[int, float]:
-        xi, yi = loaded.value
-        rows = n_rows(xi)
-        # Empty blocks of a partitioned collection are normal; empty in-memory data is not,
-        # and partial_fit says so.
-        if rows == 0 and lazy:
-            return 0, 0.0
-        if yi is not None and n_rows(yi) != rows:
-            raise ValueError(
-                f"Block {loaded.index}: X has {rows} rows but y has {len(yi)}. "
-                "X and y must be partitioned alike."
+    def _epoch(self, estimator, order, state: _FitState, fit_kwargs, blocks, checkpoint):
+        """Stream the rest of this epoch's ``order`` into ``estimator``; return it."""
+        xb, yb = blocks
+        todo = (
+            (i, partial(compute_blocks, xb.blocks[i], yb.blocks[i] if yb else None))
+            for i in order[state.position :]
+        )
+        for loaded, waited in prefetch(todo, depth=self.prefetch):
+            fit_started = time.time()
+            rows, fit_seconds, part = fit_block(
+                estimator,
+                loaded,
+                fit_kwargs,
+                epoch=state.epoch,
+                lazy=xb.lazy,
+                score=self.progressive_score and state.n_samples_seen > 0,
             )
-        if self.progressive_score and state.n_samples_seen > 0:
-            scorer = BlockScorer(estimator)
-            part = scorer.parts(xi, yi, block=loaded.index)
-            state.training_total = scorer.merge(state.training_total, part)
-        start = time.perf_counter()
-        try:
-            if yi is None:
-                estimator.partial_fit(xi, **fit_kwargs)
-            else:
-                estimator.partial_fit(xi, yi, **fit_kwargs)
-        except ValueError as err:
-            raise ValueError(
-                f"{type(estimator).__name__}.partial_fit failed on block {loaded.index} "
-                f"(epoch {state.epoch + 1}, {rows} rows): {err}"
-            ) from err
-        return rows, time.perf_counter() - start
+            if part is not None:
+                state.training_total = BlockScorer.merge(state.training_total, part)
+            state.position += 1
+            state.n_samples_seen += rows
+            self._report(
+                BlockReport(
+                    state.epoch, state.position - 1, len(order), loaded.index, rows,
+                    loaded.load_seconds, waited, fit_seconds, state.n_samples_seen,
+                    loaded.started, fit_started,
+                )
+            )  # fmt: skip
+            if checkpoint and checkpoint.due(state.position):
+                checkpoint.save(estimator, state)
+        return estimator
+
+    def _fit_signature(self) -> dict:
+        """What a checkpoint must match to be resumed by this fit."""
+        return {
+            "estimator": repr(self.estimator),
+            "n_epochs": self.n_epochs,
+            "shuffle_blocks": self.shuffle_blocks,
+            "early_stopping": self.early_stopping,
+        }
+
+    def _report(self, report: BlockReport) -> None:
+        if self.block_callback is not None:
+            self.block_callback(report)
 
     def _validate_epoch(self, estimator, state: _FitState, loaders) -> None:
         scorer = BlockScorer(estimator)
@@ -517,6 +517,40 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         return scorer.value(reduce(scorer.merge, dask.compute(*parts), None))
 
 
+def fit_block(
+    estimator, loaded, fit_kwargs: dict, *, epoch: int, lazy: bool, score: bool
+) -> tuple[int, float, dict | None]:
+    """One ``partial_fit`` on a loaded (X, y) block.
+
+    Returns the rows fitted, the seconds ``partial_fit`` took and, with ``score``, the
+    block's progressive-validation statistics taken *before* the model learns from it.
+    """
+    xi, yi = loaded.value
+    rows = n_rows(xi)
+    # Empty blocks of a partitioned collection are normal; empty in-memory data is not,
+    # and partial_fit says so.
+    if rows == 0 and lazy:
+        return 0, 0.0, None
+    if yi is not None and n_rows(yi) != rows:
+        raise ValueError(
+            f"Block {loaded.index}: X has {rows} rows but y has {len(yi)}. "
+            "X and y must be partitioned alike."
+        )
+    part = BlockScorer(estimator).parts(xi, yi, block=loaded.index) if score else None
+    start = time.perf_counter()
+    try:
+        if yi is None:
+            estimator.partial_fit(xi, **fit_kwargs)
+        else:
+            estimator.partial_fit(xi, yi, **fit_kwargs)
+    except ValueError as err:
+        raise ValueError(
+            f"{type(estimator).__name__}.partial_fit failed on block {loaded.index} "
+            f"(epoch {epoch + 1}, {rows} rows): {err}"
+        ) from err
+    return rows, time.perf_counter() - start, part
+
+
 class _Checkpoint:
     """An atomically written pickle of (estimator, fit state), tied to the data's layout."""
 
@@ -527,14 +561,7 @@ class _Checkpoint:
     def of(cls, inc: Incremental, blocks, one_pass: bool):
         if inc.checkpoint_path is None or one_pass:
             return None
-        signature = {
-            "estimator": repr(inc.estimator),
-            "n_blocks": len(blocks),
-            "rows": blocks.rows,
-            "n_epochs": inc.n_epochs,
-            "shuffle_blocks": inc.shuffle_blocks,
-            "early_stopping": inc.early_stopping,
-        }
+        signature = {"n_blocks": len(blocks), "rows": blocks.rows, **inc._fit_signature()}
         return cls(Path(inc.checkpoint_path), signature, inc.checkpoint_every)
 
     def due(self, position: int) -> bool:

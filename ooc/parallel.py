@@ -1,0 +1,349 @@
+"""``ParallelIncremental``: replicas of the estimator fit their own shares of the blocks.
+
+Each round, every replica streams ``sync_every`` blocks of its own into its own copy
+of the model; then the copies are averaged, weighted by the rows each saw
+(:func:`ooc.averaging.average_replicas`), and the next round starts from the average.
+On a ``dask.distributed`` client each replica is a task on its own worker, which reads
+its blocks itself; without one, replicas are threads of this process (the inner loops
+of scikit-learn's SGD, MLP and k-means release the GIL).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from dask.delayed import Delayed
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from .averaging import average_replicas, check_averageable
+from .blocks import compute_blocks, prefetch
+from .incremental import BlockReport, Incremental, fit_block
+from .metrics import BlockScorer
+
+__all__ = ["ParallelIncremental"]
+
+
+@dataclass
+class _Share:
+    """One replica's blocks for one round: (position in the epoch's order, block, X, y)."""
+
+    replica: int
+    epoch: int
+    items: list
+
+
+@dataclass
+class _Done:
+    """What a replica did with one block."""
+
+    position: int
+    block: int
+    rows: int
+    load_seconds: float
+    wait_seconds: float
+    fit_seconds: float
+    load_started: float
+    fit_started: float
+
+
+@dataclass
+class _ShareResult:
+    estimator: object
+    done: list
+    score_total: dict | None
+
+
+def _fit_share(
+    estimator, share: _Share, fit_kwargs: dict, *, depth: int, lazy: bool, score: bool
+) -> _ShareResult:
+    """Stream one replica's share into its estimator (runs on a worker or in a thread)."""
+    # Each replica reads its own blocks where it runs, with the synchronous scheduler:
+    # no transfer, and no nested use of the cluster from inside a task.
+    todo = (
+        (block, partial(compute_blocks, x, y, scheduler="sync")) for _, block, x, y in share.items
+    )
+    done, total = [], None
+    positions = [position for position, *_ in share.items]
+    for (loaded, waited), position in zip(prefetch(todo, depth=depth), positions, strict=True):
+        fit_started = time.time()
+        rows, seconds, part = fit_block(
+            estimator, loaded, fit_kwargs, epoch=share.epoch, lazy=lazy, score=score
+        )
+        total = BlockScorer.merge(total, part)
+        done.append(
+            _Done(
+                position, loaded.index, rows, loaded.load_seconds, waited, seconds,
+                loaded.started, fit_started,
+            )
+        )  # fmt: skip
+    return _ShareResult(estimator, done, total)
+
+
+def _standalone(block):
+    """A block's own graph only: ``to_delayed`` blocks carry the whole collection's."""
+    if not isinstance(block, Delayed):
+        return block
+    return Delayed(block.key, dict(block.__dask_graph__().cull({block.key})))
+
+
+def _is_fitted(estimator) -> bool:
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
+
+
+class _Threads:
+    """Replicas as threads of this process."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pool = ThreadPoolExecutor(size, thread_name_prefix="ooc-replica")
+
+    def run(self, fit: Callable, estimator, shares: list[_Share]) -> list[_ShareResult]:
+        futures = [self.pool.submit(fit, copy.deepcopy(estimator), share) for share in shares]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+class _Workers:
+    """Replicas as tasks on a dask.distributed cluster, replica k on worker k."""
+
+    def __init__(self, client, size: int | None):
+        self.client = client
+        self.workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        if not self.workers:
+            raise RuntimeError(f"The dask client {client} has no workers to fit replicas on.")
+        self.size = size or len(self.workers)
+
+    def run(self, fit: Callable, estimator, shares: list[_Share]) -> list[_ShareResult]:
+        futures = [
+            # Pinned for locality and a stable assignment; a dead worker's replica is
+            # rerun elsewhere from the same inputs, so the result does not change.
+            self.client.submit(
+                fit,
+                estimator,
+                share,
+                workers=[self.workers[share.replica % len(self.workers)]],
+                allow_other_workers=True,
+                pure=False,
+                key=f"ooc-replica-{share.replica}-{os.urandom(6).hex()}",
+            )
+            for share in shares
+        ]
+        return self.client.gather(futures)
+
+    def close(self) -> None:
+        pass
+
+
+def _current_client():
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+@contextmanager
+def _replicas(n_replicas: int | None):
+    client = _current_client()
+    pool = (
+        _Workers(client, n_replicas)
+        if client is not None
+        else _Threads(n_replicas or len(os.sched_getaffinity(0)))
+    )
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+class ParallelIncremental(Incremental):
+    """:class:`Incremental` with several replicas fitting at once, averaged every round.
+
+    Each round, the next ``n_replicas × sync_every`` blocks of the epoch's order are dealt
+    round robin to the replicas; each streams its blocks into its own copy of the model
+    (reading them where it runs, with prefetch); then the copies are averaged, weighted by
+    the rows each saw, and all continue from the average. The very first block is fitted
+    by one replica alone, so every copy starts from the same initialised model (weights of
+    an MLP, k-means centres, classes).
+
+    Supported: linear models (``SGDClassifier``, ``SGDRegressor``, ``Perceptron``; average
+    of ``coef_``/``intercept_``), ``MLPClassifier``/``MLPRegressor`` (``coefs_``/
+    ``intercepts_`` and the optimiser's moments) and ``MiniBatchKMeans`` (centres merged
+    as running means, weighted by their counts).
+
+    Where replicas run: on the current ``dask.distributed`` client, one per worker (replica
+    *k* on the *k*-th worker by address); without a client, as threads of this process.
+    For a fixed ``random_state`` and number of replicas the result is deterministic, and
+    the same on either.
+
+    Parameters
+    ----------
+    estimator : estimator with ``partial_fit``
+        One of the supported families.
+    n_replicas : int, optional
+        Replicas fitting at once; default: the number of workers (or of usable cores
+        without a client). With one replica the fit equals :class:`Incremental`'s.
+    sync_every : int or None, default 4
+        Blocks each replica fits between two averages; None averages once per epoch.
+        The trade-off: every average is a barrier (replicas wait for the slowest, and the
+        next round's first block is read without overlap), so a larger value is faster;
+        but replicas drift apart between averages and the average of drifted copies is
+        worse than a serial fit, so a smaller value is closer to the serial model. Convex
+        linear models tolerate large values; MLPs and k-means want small ones.
+    n_epochs, shuffle_blocks, random_state, prefetch, early_stopping, validation_fraction,\
+    n_iter_no_change, tol, progressive_score, block_callback, checkpoint_path,\
+    checkpoint_every
+        As in :class:`Incremental`. ``prefetch`` is per replica; ``block_callback`` runs
+        here, after each round, once per block in epoch order; checkpoints are written at
+        round boundaries (every ``checkpoint_every`` blocks or more).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from sklearn.linear_model import SGDClassifier
+    >>> from ooc import ParallelIncremental
+    >>> X = da.random.default_rng(0).random((8_000, 4), chunks=(1_000, 4))
+    >>> y = (X[:, 0] > 0.5).astype(int)
+    >>> model = ParallelIncremental(SGDClassifier(random_state=0), n_replicas=2)
+    >>> model.fit(X, y, classes=[0, 1]).n_samples_seen_
+    8000
+    """
+
+    def __init__(
+        self,
+        estimator,
+        *,
+        n_replicas: int | None = None,
+        sync_every: int | None = 4,
+        n_epochs: int = 1,
+        shuffle_blocks: bool = False,
+        random_state=None,
+        prefetch: int = 2,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-4,
+        progressive_score: bool = False,
+        block_callback: Callable[[BlockReport], None] | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+    ):
+        super().__init__(
+            estimator,
+            n_epochs=n_epochs,
+            shuffle_blocks=shuffle_blocks,
+            random_state=random_state,
+            prefetch=prefetch,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            progressive_score=progressive_score,
+            block_callback=block_callback,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+        )
+        self.n_replicas = n_replicas
+        self.sync_every = sync_every
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_averageable(self.estimator)
+        for name in ("n_replicas", "sync_every"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | np.integer) and value >= 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}.")
+
+    def _stream(self, X, y, fit_kwargs, estimator, **kwargs):
+        with _replicas(self.n_replicas) as pool:
+            self._pool = pool
+            try:
+                return super()._stream(X, y, fit_kwargs, estimator, **kwargs)
+            finally:
+                del self._pool
+
+    def _fit_signature(self) -> dict:
+        return {
+            **super()._fit_signature(),
+            "n_replicas": self._pool.size,
+            "sync_every": self.sync_every,
+        }
+
+    def _epoch(self, estimator, order, state, fit_kwargs, blocks, checkpoint):
+        xb, yb = blocks
+        saved_at = state.position
+        while state.position < len(order):
+            fitted = _is_fitted(estimator)
+            # Until the model is initialised, one block on one replica.
+            n = min(self._pool.size, len(order)) if fitted else 1
+            per_replica = (self.sync_every or len(order)) if fitted else 1
+            positions = range(state.position, min(len(order), state.position + n * per_replica))
+            shares = [
+                _Share(
+                    replica,
+                    state.epoch,
+                    [
+                        (
+                            p,
+                            order[p],
+                            _standalone(xb.blocks[order[p]]),
+                            _standalone(yb.blocks[order[p]]) if yb else None,
+                        )
+                        for p in positions[replica::n]
+                    ],
+                )  # fmt: skip
+                for replica in range(n)
+            ]
+            shares = [share for share in shares if share.items]
+            fit = partial(
+                _fit_share,
+                fit_kwargs=fit_kwargs,
+                depth=self.prefetch,
+                lazy=xb.lazy,
+                score=self.progressive_score and fitted,
+            )
+            results = self._pool.run(fit, estimator, shares)
+            rows = [sum(d.rows for d in result.done) for result in results]
+            estimator = average_replicas(estimator, [r.estimator for r in results], rows)
+            for result in results:
+                state.training_total = BlockScorer.merge(state.training_total, result.score_total)
+            self._report_round(state, len(order), shares, results)
+            state.position = positions.stop
+            if checkpoint and checkpoint.every and state.position - saved_at >= checkpoint.every:
+                checkpoint.save(estimator, state)
+                saved_at = state.position
+        return estimator
+
+    def _report_round(self, state, n_positions: int, shares, results) -> None:
+        done = sorted(
+            (d.position, share.replica, d)
+            for share, result in zip(shares, results, strict=True)
+            for d in result.done
+        )
+        for position, replica, d in done:
+            state.n_samples_seen += d.rows
+            self._report(
+                BlockReport(
+                    state.epoch, position, n_positions, d.block, d.rows, d.load_seconds,
+                    d.wait_seconds, d.fit_seconds, state.n_samples_seen, d.load_started,
+                    d.fit_started, replica,
+                )
+            )  # fmt: skip
