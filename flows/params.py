@@ -43,6 +43,15 @@ class TrainingConfig(BaseModel):
     )
     split_seed: int = 0
     checkpoint_every: int = Field(10, ge=1, description="Checkpoint every N blocks.")
+    replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Fit this many model replicas at once, one per Dask worker, averaged "
+        "every sync_every blocks (linear models, MLPs, MiniBatchKMeans). Empty: one serial fit.",
+    )
+    sync_every: int = Field(
+        4, ge=1, description="Blocks each replica fits between two averages (with replicas)."
+    )
 
 
 class RegistryConfig(BaseModel):

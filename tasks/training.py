@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, fields
+from functools import partial
 from pathlib import Path
 
 import dask
 import dask.array as da
+from distributed import rejoin, secede
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
@@ -48,7 +51,7 @@ def fit_scaler(
     start = time.perf_counter()
     X, y = training_arrays(data, target, holdout_fraction, split_seed)
     classes = None
-    with get_dask_client():
+    with cluster_client():
         scaler = make_scaler(model_name).fit(X)
         if y is not None and model_kind(model_name) == "classification":
             # Reads only the target column: a small fraction of the data.
@@ -58,6 +61,22 @@ def fit_scaler(
         "classes": classes,
         "seconds": time.perf_counter() - start,
     }
+
+
+@contextmanager
+def cluster_client():
+    """The task runner's cluster as the current client, this task's thread handed back.
+
+    A task waiting on the cluster would otherwise hold one of its worker's threads, and
+    the work it submitted could use every worker but that one.
+    """
+    with get_dask_client() as client:
+        secede()
+        try:
+            with client.as_current():
+                yield client
+        finally:
+            rejoin()
 
 
 class FitProgress:
@@ -149,7 +168,13 @@ def fit_model(
     if checkpoint.exists():
         logger.info("Checkpoint %s found: resuming the fit from it.", checkpoint)
     progress = FitProgress(X.numblocks[0] * training["epochs"], run)
-    incremental = ooc.Incremental(
+    replicas = training.get("replicas")
+    wrapper = (
+        partial(ooc.ParallelIncremental, n_replicas=replicas, sync_every=training["sync_every"])
+        if replicas
+        else ooc.Incremental
+    )
+    incremental = wrapper(
         _seeded(make_estimator(model["name"], **model.get("params", {})), training),
         n_epochs=training["epochs"],
         shuffle_blocks=training["shuffle_blocks"],
@@ -163,9 +188,16 @@ def fit_model(
     )
     fit_kwargs = {"classes": classes} if classes is not None else {}
     transform_seconds: dict[int, float] = {}
-    # Blocks are read by threads in this process: no transfer between workers.
-    with dask.config.set(scheduler="threads"):
-        incremental.fit(timed_transform(scaler, X, transform_seconds), y, **fit_kwargs)
+    if replicas:
+        # Each replica reads its own blocks on its worker (load_seconds include the
+        # transform there).
+        logger.info("Fitting %d replicas on the cluster's workers.", replicas)
+        with cluster_client():
+            incremental.fit(scaler.transform(X), y, **fit_kwargs)
+    else:
+        # Blocks are read by threads in this process: no transfer between workers.
+        with dask.config.set(scheduler="threads"):
+            incremental.fit(timed_transform(scaler, X, transform_seconds), y, **fit_kwargs)
     if incremental.resumed_from_:
         logger.info(
             "Resumed from checkpoint at epoch %d, block position %d.", *incremental.resumed_from_
