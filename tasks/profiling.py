@@ -147,11 +147,14 @@ class RunProfiler:
             for ss in record.get("startstops", ()):
                 if ss["stop"] >= span[0] and ss["start"] <= span[1]:
                     lanes.setdefault(lane, []).append((ss["start"], ss["stop"], name))
+        parallel = any(b.get("replica") for b in blocks)
         for b in blocks:
-            lanes.setdefault("fit: reading blocks (prefetch)", []).append(
+            # One pair of lanes per replica of a parallel fit.
+            replica = f" (replica {int(b['replica'])})" if parallel else ""
+            lanes.setdefault(f"fit: reading blocks (prefetch){replica}", []).append(
                 (b["load_started"], b["load_started"] + b["load_seconds"], "read+transform")
             )
-            lanes.setdefault("fit: partial_fit", []).append(
+            lanes.setdefault(f"fit: partial_fit{replica}", []).append(
                 (b["fit_started"], b["fit_started"] + b["fit_seconds"], "partial_fit")
             )
         names = sorted({n for bars in lanes.values() for *_, n in bars})
