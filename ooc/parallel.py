@@ -208,10 +208,13 @@ class ParallelIncremental(Incremental):
         but replicas drift apart between averages and the average of drifted copies is
         worse than a serial fit, so a smaller value is closer to the serial model. Convex
         linear models tolerate large values; MLPs and k-means want small ones.
-    n_epochs, shuffle_blocks, random_state, prefetch, early_stopping, validation_fraction,\
+    prefetch : int, default 1
+        Blocks each replica reads ahead of its ``partial_fit``. Peak memory is about
+        ``n_replicas × (prefetch + 2)`` blocks (a block, its transform, the read-ahead).
+    n_epochs, shuffle_blocks, random_state, early_stopping, validation_fraction,\
     n_iter_no_change, tol, progressive_score, block_callback, checkpoint_path,\
     checkpoint_every
-        As in :class:`Incremental`. ``prefetch`` is per replica; ``block_callback`` runs
+        As in :class:`Incremental`. ``block_callback`` runs
         here, after each round, once per block in epoch order; checkpoints are written at
         round boundaries (every ``checkpoint_every`` blocks or more).
 
@@ -236,7 +239,7 @@ class ParallelIncremental(Incremental):
         n_epochs: int = 1,
         shuffle_blocks: bool = False,
         random_state=None,
-        prefetch: int = 2,
+        prefetch: int = 1,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
