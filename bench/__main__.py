@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         "peak RSS",
         "accuracy",
     ):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for m, r in rows.items():
         table.add_row(
             m,
