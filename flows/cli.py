@@ -16,6 +16,9 @@ from contextlib import contextmanager
 # Before dask is imported, so worker processes inherit it too: keep the terminal readable.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Stdout is the command's JSON result; MLflow would print each run's link there (the flow
+# run's link artifact holds it).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 from ooc.catalog import MODELS  # noqa: E402
 from ooc.datasets import TASKS  # noqa: E402
@@ -148,6 +151,29 @@ def prefect_api():
         server.stop()
 
 
+def preflight() -> None:
+    """Check that the servers the environment names answer, before any work starts.
+
+    ``PREFECT_API_URL`` and an http(s) ``MLFLOW_TRACKING_URI`` are each asked for their
+    ``/health`` with a short timeout; without this check their clients retry for minutes.
+    Exits with a message naming the URL and the variable to fix.
+    """
+    from tasks.tracking import ServiceUnreachable, check_reachable, check_tracking_server
+
+    try:
+        if os.environ.get("PREFECT_API_URL"):
+            check_reachable(
+                os.environ["PREFECT_API_URL"],
+                "Prefect API",
+                "PREFECT_API_URL",
+                "Start the server (`prefect server start`), or fix PREFECT_API_URL; unset, "
+                "ooc starts a local API for the command.",
+            )
+        check_tracking_server()
+    except ServiceUnreachable as err:
+        raise SystemExit(f"ooc: {err}") from None
+
+
 def _drain_to(server) -> None:
     """Send queued logs and events before the API stops (else they retry for a minute)."""
     from prefect.events.worker import EventsWorker
@@ -170,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .serve import serve
 
+        preflight()
         return serve(args)
     # Checked before any API or cluster starts.
     configs = _model_configs(args) if args.command in ("train", "run") else None
+    preflight()
     with prefect_api():
         if args.command == "generate":
             result = flows.generate_dataset(

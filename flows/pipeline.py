@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from ooc.catalog import model_kind
 from ooc.datasets import DatasetSpec
 from ooc.files import atomic_write
 from tasks import tracking
@@ -78,7 +79,9 @@ def run_train(
     logger = get_run_logger()
     run_dir = _run_dir(workdir)
     # Every footer is read and checked before any fitting starts.
-    layout = check_dataset(data, target, training.holdout_fraction, training.split_seed)
+    layout = check_dataset(
+        data, target, training.holdout_fraction, training.split_seed, model_kind(model.name)
+    )
     logger.info(
         "Data %s: %d rows in %d files, %d features; %d rows held out for evaluation.",
         data, layout["n_rows"], layout["n_files"], len(layout["features"]), layout["holdout_rows"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -228,9 +229,14 @@ def inspect_parquet(
     """
     files = list_parquet_files(path)
     rows, schemas = zip(*(_read_schema(f) for f in files), strict=True)
-    first, schema = files[0], schemas[0]
-    for file, other in zip(files[1:], schemas[1:], strict=True):
-        _check_same_schema(first, schema, file, other)
+    # The reference is the schema most files share (on a tie, the first file's), so an
+    # error names the odd file out, even when it sorts first.
+    kinds = [tuple((f.name, str(f.type)) for f in s) for s in schemas]
+    ref = kinds.index(Counter(kinds).most_common(1)[0][0])
+    first, schema = files[ref], schemas[ref]
+    for file, other in zip(files, schemas, strict=True):
+        if file != first:
+            _check_same_schema(first, schema, file, other)
 
     if target is not None and target not in schema.names:
         raise ValueError(

@@ -1,7 +1,8 @@
 """Every MLflow call of the project: runs, metrics, profiles, the model and the registry.
 
 One MLflow run per flow run, opened in the flow process. The default store is a sqlite
-file in the work directory (no server); ``MLFLOW_TRACKING_URI`` points at a server.
+file in the work directory (no server); ``MLFLOW_TRACKING_URI`` points at a server, which
+is checked to answer before a run starts (:func:`check_tracking_server`).
 Models are pickled (cloudpickle): load only models from a registry you trust.
 """
 
@@ -11,8 +12,13 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
+import random
 import subprocess
+import time
+import urllib.error
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +47,59 @@ def tracking_uri(settings: Settings | None = None) -> str:
     return f"sqlite:///{(settings.workdir / 'mlflow.db').resolve()}"
 
 
+class ServiceUnreachable(ConnectionError):
+    """A server named in the environment does not answer; the message says what to fix."""
+
+
+def check_reachable(
+    url: str, what: str, variable: str, hint: str, timeout: float = 3.0, attempts: int = 2
+) -> None:
+    """GET ``<url>/health`` and raise :class:`ServiceUnreachable` unless a server answers.
+
+    Any HTTP answer counts (even 401 or 404: something is listening), except 502, 503 and
+    504, which a proxy gives for a server behind it that is down. Each attempt waits at
+    most ``timeout`` seconds, so a dead address fails in seconds instead of after the
+    minutes of retries the MLflow and Prefect clients would spend on it.
+    """
+    problem = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError as err:
+            if err.code not in (502, 503, 504):
+                return
+            problem = f"it answered HTTP {err.code} {err.reason}"
+        except (OSError, ValueError) as err:  # refused, timed out, unknown host, bad URL
+            reason = getattr(err, "reason", err)
+            problem = str(reason) or type(reason).__name__
+    raise ServiceUnreachable(f"Cannot reach the {what} at {url} ({variable}): {problem}. {hint}")
+
+
+def check_tracking_server(uri: str | None = None) -> None:
+    """Fail fast if ``MLFLOW_TRACKING_URI`` names an http(s) server that does not answer."""
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return  # a local store (sqlite, file) or a scheme MLflow resolves itself
+    check_reachable(
+        uri,
+        "MLflow tracking server",
+        "MLFLOW_TRACKING_URI",
+        "Start the server, or fix MLFLOW_TRACKING_URI; unset, runs are recorded in "
+        "<workdir>/mlflow.db.",
+    )
+
+
 def configure(settings: Settings | None = None) -> str:
-    """Point MLflow at the store and make sure the experiment exists; return the URI."""
+    """Point MLflow at the store and make sure the experiment exists; return the URI.
+
+    Raises :class:`ServiceUnreachable` at once if a tracking server does not answer.
+    """
     settings = settings or get_settings()
     uri = tracking_uri(settings)
+    check_tracking_server(uri)
     explicit = bool(os.environ.get("MLFLOW_TRACKING_URI"))
     mlflow.set_tracking_uri(uri)
     if not explicit:
@@ -292,14 +347,17 @@ class Decision:
         return {
             "ooc.promotion_metric": self.metric,
             "ooc.promotion_direction": self.direction,
-            "ooc.score": "" if self.score is None else repr(self.score),
+            "ooc.score": "" if self.score is None else repr(float(self.score)),
             "ooc.champion_version_before": self.champion_version or "",
             "ooc.champion_score_before": ""
             if self.champion_score is None
-            else repr(self.champion_score),
+            else repr(float(self.champion_score)),
             "ooc.promoted": str(self.promoted).lower(),
             "ooc.decision": self.reason,
         }
+
+
+WITHDRAWN = "ooc.withdrawn"
 
 
 def _champion(client: MlflowClient, name: str):
@@ -309,47 +367,179 @@ def _champion(client: MlflowClient, name: str):
         return None
 
 
-def decide(name: str, metric: str, direction: str, score: float | None) -> Decision:
-    """Compare a candidate's holdout score with the champion's, without writing anything."""
-    if direction not in ("max", "min"):
-        raise ValueError(f"promotion direction must be 'max' or 'min', got {direction!r}.")
-    champion = _champion(MlflowClient(), name)
-    if champion is None:
-        return Decision(None, True, metric, direction, score, None, None, "first version")
-    tags = champion.tags
-    champ_score = float(tags["ooc.score"]) if tags.get("ooc.score") else None
-    common = (metric, direction, score, str(champion.version), champ_score)
-    if tags.get("ooc.promotion_metric") != metric or champ_score is None or score is None:
-        return Decision(None, False, *common, f"not comparable on {metric}: champion kept")
-    better = score > champ_score if direction == "max" else score < champ_score
-    sign = (">" if better else "<=") if direction == "max" else ("<" if better else ">=")
-    verdict = "promoted" if better else f"champion v{champion.version} kept"
-    return Decision(
-        None, better, *common, f"{metric} {score:.6g} {sign} {champ_score:.6g}: {verdict}"
+def _set_alias(client: MlflowClient, name: str, alias: str, version) -> None:
+    """Set an alias, again if the store refuses it for a concurrent write.
+
+    Two writers setting the same alias at once can both try to insert it: the store's
+    unique constraint then fails one of them (``IntegrityError`` from an MLflow server
+    on sqlite). Setting an alias is idempotent, so the write is simply tried again.
+    """
+    for attempt in range(5):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException:
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))
+
+
+def _score(version) -> float | None:
+    try:
+        score = float(version.tags.get("ooc.score") or "nan")
+    except ValueError:
+        return None
+    return None if math.isnan(score) else score
+
+
+def _same_terms(version, metric: str, direction: str) -> bool:
+    """Scored on ``metric`` in ``direction``: comparable with a candidate that is."""
+    tags = version.tags
+    return (
+        tags.get("ooc.promotion_metric") == metric
+        and tags.get("ooc.promotion_direction", direction) == direction
+        and _score(version) is not None
     )
 
 
+def _withdrawn(version) -> bool:
+    return version.tags.get(WITHDRAWN, "").lower() == "true"
+
+
+def _ranked(versions, metric: str, direction: str) -> list:
+    """The versions that may be champion, best first: comparable, not withdrawn; the
+    better stored score first, and of equal scores the earlier version."""
+    sign = -1.0 if direction == "max" else 1.0
+    eligible = [v for v in versions if _same_terms(v, metric, direction) and not _withdrawn(v)]
+    return sorted(eligible, key=lambda v: (sign * _score(v), int(v.version)))
+
+
+def _versions(client: MlflowClient, name: str) -> list:
+    return list(client.search_model_versions(f"name='{name}'"))
+
+
+def _kept(champion, metric: str, direction: str) -> bool:
+    """A champion without a score on these terms is left alone (not comparable), unless
+    it is withdrawn."""
+    return (
+        champion is not None
+        and not _withdrawn(champion)
+        and not _same_terms(champion, metric, direction)
+    )
+
+
+def _judge(metric: str, direction: str, score, candidate, champion, ranked) -> tuple[bool, str]:
+    """Whether ``candidate`` (a version, or None before registering) is champion by the
+    rule, and why, from one reading of the champion and the ranked versions."""
+    if _kept(champion, metric, direction):
+        return False, f"not comparable on {metric}: champion v{champion.version} kept"
+    mine = str(candidate.version) if candidate is not None else None
+    others = [v for v in ranked if str(v.version) != mine]
+    if not others:
+        if score is None and champion is not None:
+            return False, f"no {metric} score: champion v{champion.version} kept"
+        return True, "first version"
+    best = others[0]
+    if score is None:
+        return False, f"no {metric} score: champion v{best.version} kept"
+    theirs = _score(best)
+    better = score > theirs if direction == "max" else score < theirs
+    if better:
+        sign = ">" if direction == "max" else "<"
+        return True, f"{metric} {score:.6g} {sign} {theirs:.6g} (v{best.version}): promoted"
+    if score == theirs and mine is not None and int(mine) < int(best.version):
+        return True, f"{metric} {score:.6g} = {theirs:.6g} (v{best.version}), earlier: promoted"
+    sign = "<=" if direction == "max" else ">="
+    return False, f"{metric} {score:.6g} {sign} {theirs:.6g}: champion v{best.version} kept"
+
+
+def decide(name: str, metric: str, direction: str, score: float | None) -> Decision:
+    """What registering a candidate with this score would decide, without writing.
+
+    The rule is :func:`register`'s; a concurrent registration can still change the
+    outcome, which :func:`register` settles.
+    """
+    if direction not in ("max", "min"):
+        raise ValueError(f"promotion direction must be 'max' or 'min', got {direction!r}.")
+    if score is not None and math.isnan(score):
+        score = None
+    client = MlflowClient()
+    champion = _champion(client, name)
+    ranked = _ranked(_versions(client, name), metric, direction)
+    promoted, reason = _judge(metric, direction, score, None, champion, ranked)
+    champ_version = str(champion.version) if champion is not None else None
+    champ_score = _score(champion) if champion is not None else None
+    return Decision(None, promoted, metric, direction, score, champ_version, champ_score, reason)
+
+
+def _settle(client: MlflowClient, name: str, metric: str, direction: str, candidate):
+    """Point ``champion`` at the best version by the rule until a fresh reading agrees.
+
+    MLflow has no compare-and-set on aliases, so concurrent registrations can overwrite
+    each other's choice. Each one re-reads after it writes and writes again while the
+    alias is not the best version it sees; the last writer's reading then includes every
+    version scored before it, and each later version's own reading includes all of
+    them: once all registrations end, ``champion`` is the best version of the registry.
+    Returns the final champion and the ranked versions of the reading that agreed.
+    """
+    for _ in range(20):
+        champion = _champion(client, name)
+        ranked = _ranked(_versions(client, name), metric, direction)
+        if _kept(champion, metric, direction):
+            return champion, ranked
+        # No version has a comparable score: the first version becomes champion anyway.
+        best = ranked[0] if ranked else champion or candidate
+        if champion is not None and str(champion.version) == str(best.version):
+            return champion, ranked
+        _set_alias(client, name, CHAMPION, best.version)
+    return _champion(client, name), ranked
+
+
 def register(name: str, model_uri: str, decision: Decision) -> Decision:
-    """Register ``model_uri`` as a new version: alias challenger, and champion if promoted.
+    """Register ``model_uri`` as a new version: alias challenger, and champion by the rule.
+
+    The rule: ``champion`` is the version with the best stored score (``ooc.score``) on
+    the decision's metric and direction, the earlier one of equal scores; versions
+    tagged ``ooc.withdrawn=true`` are left out, and a champion scored on another metric
+    is kept. Safe when runs register at the same time (see :func:`_settle`). The returned
+    decision, also the version's tags, is what this registration found.
 
     All or nothing: if any step fails, the new version is deleted again.
     """
     client = MlflowClient()
     version = mlflow.register_model(model_uri, name)
+    number = str(version.version)
+    metric, direction, score = decision.metric, decision.direction, decision.score
     try:
-        decision = Decision(**{**decision.__dict__, "version": str(version.version)})
+        before = _champion(client, name)
+        # The score first: from here on, every registration ranks this version.
+        scored = Decision(number, False, metric, direction, score, None, None, "").tags()
+        for key in ("ooc.promotion_metric", "ooc.promotion_direction", "ooc.score"):
+            client.set_model_version_tag(name, number, key, scored[key])
+        _set_alias(client, name, CHALLENGER, number)
+        mine = client.get_model_version(name, number)
+        champion, ranked = _settle(client, name, metric, direction, mine)
+        _, reason = _judge(metric, direction, score, mine, champion, ranked)
+        promoted = champion is not None and str(champion.version) == number
+        decision = Decision(
+            number,
+            promoted,
+            metric,
+            direction,
+            score,
+            str(before.version) if before is not None else None,
+            _score(before) if before is not None else None,
+            reason,
+        )
         for key, value in decision.tags().items():
-            client.set_model_version_tag(name, version.version, key, value)
-        client.set_registered_model_alias(name, CHALLENGER, version.version)
-        if decision.promoted:
-            client.set_registered_model_alias(name, CHAMPION, version.version)
+            client.set_model_version_tag(name, number, key, value)
     except Exception:
-        client.delete_model_version(name, version.version)
+        client.delete_model_version(name, number)
         raise
     mlflow.set_tags(
         {
             "ooc.registered_model": name,
-            "ooc.registered_version": version.version,
+            "ooc.registered_version": number,
             "ooc.promoted": str(decision.promoted).lower(),
             "ooc.decision": decision.reason,
         }

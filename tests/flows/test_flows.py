@@ -325,8 +325,9 @@ def test_prediction_rerun_after_partial_run_gives_exactly_n_rows(
     assert parquet_rows(out) == parquet_rows(clf_data)
     assert sum(parquet_rows(out).values()) == ROWS
     assert sorted(p.name for p in out.glob("*.parquet")) == sorted(j.dest.name for j in jobs)
-    # What is left of the crash is hidden: never read as data.
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [stray.name]
+    # The crash's temporary file is removed: nothing partial or temporary is left.
+    assert not stray.exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
 def test_prediction_survives_a_killed_worker(runner, worker_faults, trained, clf_data, tmp_path):
