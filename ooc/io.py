@@ -312,20 +312,36 @@ def _first_null(column: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
 
 
+def _no_nulls(file: Path, name: str, col: pa.ChunkedArray) -> pa.ChunkedArray:
+    if col.null_count:
+        raise ValueError(
+            f"{file}: column {name!r} has {col.null_count} missing value(s), first at row "
+            f"{_first_null(col)}. Drop or impute them before fitting."
+        )
+    return col
+
+
+def read_columns(file: Path, columns: tuple[str, ...], dtype: np.dtype) -> list[np.ndarray]:
+    """The feature columns of one file as 1-D arrays, without building a 2-D block.
+
+    For per-column statistics (a scaler's pass): Arrow's buffers are used as they are
+    where the dtype already matches. Missing values are refused, naming file and column;
+    NaN and inf are left to the caller's statistics to notice.
+    """
+    table = _read_table(file, list(columns))
+    return [
+        _no_nulls(file, name, table.column(name)).to_numpy().astype(dtype, copy=False)
+        for name in columns
+    ]
+
+
 def _read_features(file: Path, columns: tuple[str, ...], dtype: np.dtype) -> np.ndarray:
     table = _read_table(file, list(columns))
     # Feature-major: each column is one contiguous copy. The block is its transpose (an
     # F-ordered view); the scalers' transforms write C order for partial_fit in one pass.
     by_column = np.empty((len(columns), table.num_rows), dtype=dtype)
     for j, name in enumerate(columns):
-        col = table.column(name)
-        if col.null_count:
-            row = _first_null(col)
-            raise ValueError(
-                f"{file}: column {name!r} has {col.null_count} missing value(s), first at row "
-                f"{row}. Drop or impute them before fitting."
-            )
-        by_column[j] = col.to_numpy()
+        by_column[j] = _no_nulls(file, name, table.column(name)).to_numpy()
     block = by_column.T
     problem = _nonfinite_report(block, columns, file)
     if problem:
@@ -389,6 +405,24 @@ def read_parquet(
     return dask_arrays(layout)
 
 
+# The parquet files behind each feature array made here, by the array's (deterministic)
+# name: a scaler's pass can then read columns instead of 2-D blocks.
+_SOURCES: dict[str, tuple[tuple[Path, ...], tuple[str, ...], np.dtype]] = {}
+
+
+def parquet_source(X) -> tuple[tuple[Path, ...], tuple[str, ...], np.dtype] | None:
+    """``(files, feature columns, dtype)`` if ``X`` is, unchanged, a feature array of
+    :func:`read_parquet`; None for anything else (a slice, a transform, other input).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> parquet_source(da.zeros((4, 2))) is None
+    True
+    """
+    return _SOURCES.get(getattr(X, "name", None))
+
+
 def dask_arrays(layout: ParquetLayout) -> tuple[da.Array, da.Array | None]:
     """Dask arrays over the files of ``layout`` (see :func:`read_parquet`)."""
     files = layout.files
@@ -403,6 +437,9 @@ def dask_arrays(layout: ParquetLayout) -> tuple[da.Array, da.Array | None]:
         meta=np.empty((0, 0), dtype=layout.dtype),
         name=f"read-parquet-x-{_token(layout)}",
     )
+    _SOURCES[X.name] = (tuple(files), tuple(layout.features), np.dtype(layout.dtype))
+    while len(_SOURCES) > 256:  # a long-lived worker opens many datasets
+        del _SOURCES[next(iter(_SOURCES))]
     if layout.target is None:
         return X, None
 

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .blocks import is_dask_frame, row_blocks
+from .io import _read_features, parquet_source, read_columns
 
 __all__ = ["MinMaxScaler", "StandardScaler"]
 
@@ -54,6 +55,9 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _stats(self, values: np.ndarray):
         raise NotImplementedError
 
+    def _column_stats(self, columns: list[np.ndarray]):
+        raise NotImplementedError
+
     @staticmethod
     def _merge(a, b):
         raise NotImplementedError
@@ -85,11 +89,24 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self._stats(values)
 
     def _dask_stats(self, X):
-        blocks = row_blocks(X).blocks
-        parts = [
-            dask.delayed(self._block_stats, pure=True)(block, i) for i, block in enumerate(blocks)
-        ]
+        source = parquet_source(X)
+        if source is not None:
+            # Straight from the parquet columns: no 2-D block is built for the statistics.
+            files, features, dtype = source
+            stats = dask.delayed(self._file_stats, pure=True)
+            parts = [stats(file, features, dtype, i) for i, file in enumerate(files)]
+        else:
+            blocks = row_blocks(X).blocks
+            stats = dask.delayed(self._block_stats, pure=True)
+            parts = [stats(block, i) for i, block in enumerate(blocks)]
         return _tree_merge(parts, self._merge)
+
+    def _file_stats(self, file, features, dtype, index: int):
+        stats = self._column_stats(read_columns(file, features, dtype))
+        if all(np.isfinite(part).all() for part in stats[1:]):
+            return stats
+        # NaN or inf somewhere (or an overflow): the block reader names file, column, row.
+        return self._block_stats(_read_features(file, features, dtype), index)
 
     def _reset(self) -> None:
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
@@ -274,6 +291,21 @@ class StandardScaler(_BlockwiseScaler):
         m2 = ((dev - dev_sum / n) ** 2).sum(axis=0)
         return n, shift, dev_sum, m2
 
+    def _column_stats(self, columns):
+        """:meth:`_stats` of the block these 1-D columns make, one column at a time."""
+        n, k = len(columns[0]), len(columns)
+        if n == 0:
+            return 0, np.zeros(k), np.zeros(k), np.zeros(k)
+        shift = np.array([c[0] for c in columns], dtype=np.float64)
+        dev_sum, m2 = np.empty(k), np.empty(k)
+        dev = np.empty(n)
+        for j, column in enumerate(columns):
+            np.subtract(column, shift[j], out=dev)
+            dev_sum[j] = dev.sum()
+            dev -= dev_sum[j] / n
+            m2[j] = np.dot(dev, dev)
+        return n, shift, dev_sum, m2
+
     @staticmethod
     def _merge(a, b):
         (na, shift_a, sum_a, m2a), (nb, shift_b, sum_b, m2b) = a, b
@@ -379,6 +411,14 @@ class MinMaxScaler(_BlockwiseScaler):
             k = values.shape[1]
             return 0, np.full(k, np.inf, values.dtype), np.full(k, -np.inf, values.dtype)
         return len(values), values.min(axis=0), values.max(axis=0)
+
+    def _column_stats(self, columns):
+        """:meth:`_stats` of the block these 1-D columns make."""
+        if len(columns[0]) == 0:
+            return self._stats(np.empty((0, len(columns)), dtype=columns[0].dtype))
+        mins = np.array([c.min() for c in columns], dtype=columns[0].dtype)
+        maxs = np.array([c.max() for c in columns], dtype=columns[0].dtype)
+        return len(columns[0]), mins, maxs
 
     @staticmethod
     def _merge(a, b):

@@ -69,4 +69,6 @@ def test_peak_memory_does_not_grow_with_rows(datasets):
 def test_control_materializing_the_data_does_grow(datasets):
     small, large = _peak_rss(datasets[8], "materialize"), _peak_rss(datasets[32], "materialize")
     data_growth = 24 * BLOCK_ROWS * 21 * 8
-    assert large - small > 0.8 * data_growth, (small / MB, large / MB)
+    # Far above the streaming bound (0.2x), with room for the small run's peak to vary
+    # with the threads' timing on a loaded machine (seen: 153 MB of growth for 201 MB).
+    assert large - small > 0.5 * data_growth, (small / MB, large / MB)

@@ -509,3 +509,36 @@ def test_feature_names_follow_sklearn(name):
 @parametrize_with_checks([ooc.StandardScaler(), ooc.MinMaxScaler()])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# -- the pass over parquet reads columns, not 2-D blocks -------------------------------
+
+
+@pytest.mark.parametrize("name", ["standard", "minmax"])
+def test_pass_over_parquet_columns_equals_pass_over_blocks(clf_dir, name):
+    from ooc.io import parquet_source
+
+    ours_cls, _, attrs = PAIRS[name]
+    X, _ = ooc.read_parquet(clf_dir, target="y")
+    assert parquet_source(X) is not None  # the column path
+    same_blocks = X.map_blocks(lambda block: block, dtype=X.dtype)
+    assert parquet_source(same_blocks) is None and parquet_source(X[:100]) is None
+    assert_same_fit(ours_cls().fit(X), ours_cls().fit(same_blocks), attrs)
+
+
+@pytest.mark.parametrize("name", ["standard", "minmax"])
+@pytest.mark.parametrize("bad, shown", [(np.nan, "nan"), (np.inf, "inf")])
+def test_pass_over_parquet_columns_names_file_column_and_row(tmp_path, name, bad, shown):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    for part in ("a", "b"):
+        x = rng.normal(size=(50, 3))
+        if part == "b":
+            x[7, 1] = bad
+        columns = {f"x{j}": x[:, j] for j in range(3)} | {"y": np.zeros(50)}
+        pq.write_table(pa.table(columns), tmp_path / f"{part}.parquet")
+    X, _ = ooc.read_parquet(tmp_path, target="y")
+    with pytest.raises(ValueError, match=rf"b\.parquet: column 'x1' has {shown} at row 7"):
+        PAIRS[name][0]().fit(X)
