@@ -53,6 +53,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--early-stopping", action="store_true")
     p.add_argument("--holdout-fraction", type=float, default=0.1)
     p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="fit N model replicas at once, one per Dask worker, averaged every --sync-every",
+    )
+    p.add_argument("--sync-every", type=int, default=4)
 
 
 def _model_configs(args):
@@ -70,6 +77,8 @@ def _model_configs(args):
             early_stopping=args.early_stopping,
             holdout_fraction=args.holdout_fraction,
             checkpoint_every=args.checkpoint_every,
+            replicas=args.replicas,
+            sync_every=args.sync_every,
         )
     except ValidationError as err:
         problems = [(".".join(map(str, e["loc"])), e["msg"]) for e in err.errors()]

@@ -29,7 +29,23 @@ from .data import split_layout
 from .faults import maybe_fail
 from .store import load_object, save_object
 
-RETRIES = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Not bad input (a ValueError naming the file and column): it fails the same again."""
+    try:
+        state.result()
+    except ValueError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+RETRIES = {
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_condition_fn": _worth_retrying,
+}
 
 
 def training_arrays(data: str, target: str | None, holdout_fraction: float, split_seed: int):

@@ -397,6 +397,7 @@ def test_bad_data_fails_before_fitting_and_keeps_the_champion(runner, champion, 
     # The check that failed is the only failed task run, and nothing was fitted.
     runs = wait_for_task_runs(flow_run_id(state), {failing: 1})
     assert [t.state.is_failed() for t in runs[failing]] == [True]
+    assert [t.run_count for t in runs[failing]] == [1]  # bad input is not retried
     assert "fit_model" not in runs and "evaluate_model" not in runs
     run_dir = work / "runs" / str(flow_run_id(state))
     assert not list(run_dir.rglob("*.pkl")), list(run_dir.rglob("*.pkl"))
