@@ -41,6 +41,17 @@ def read_flow_run(run_id: UUID):
         return client.read_flow_run(run_id)
 
 
+def run(flow, runner, **params):
+    """Run ``flow`` on ``runner``; return its final state (the flow run id is in it)."""
+    return flow.with_options(task_runner=runner)(**params, return_state=True)
+
+
+def completed(state) -> dict:
+    assert state.is_completed(), state
+    assert read_flow_run(flow_run_id(state)).state.is_completed()
+    return state.result()
+
+
 def task_runs(run_id: UUID) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

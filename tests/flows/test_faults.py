@@ -64,12 +64,14 @@ from flows.pipeline import batch_predict, train
 from .support import (
     N_FILES,
     ROWS,
+    completed,
     eventually,
     final_step,
     flow_run_id,
     parquet_rows,
     read_flow_run,
     registry,
+    run,
     task_runs,
     wait_for_task_runs,
 )
@@ -80,17 +82,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME = "ooc-classification"
 MODEL = ModelConfig(params={"random_state": 0})
 TRAINING = TrainingConfig(epochs=2, checkpoint_every=2)
-
-
-def run(flow, runner, **params):
-    """Run ``flow`` on ``runner``; return its final state (the flow run id is in it)."""
-    return flow.with_options(task_runner=runner)(**params, return_state=True)
-
-
-def completed(state) -> dict:
-    assert state.is_completed(), state
-    assert read_flow_run(flow_run_id(state)).state.is_completed()
-    return state.result()
 
 
 def task_logs(task_run_id) -> list[str]:

@@ -28,28 +28,19 @@ from .support import (
     TINY,
     assert_summary_and_progress,
     champion_version,
+    completed,
     final_step,
     flow_run_id,
     parquet_rows,
     read_flow_run,
     registered_versions,
     registry,
+    run,
     task_runs,
     wait_for_task_runs,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def run(flow, runner, **params):
-    """Run ``flow`` on ``runner``; return its final state (the flow run id is in it)."""
-    return flow.with_options(task_runner=runner)(**params, return_state=True)
-
-
-def completed(state) -> dict:
-    assert state.is_completed(), state
-    assert read_flow_run(flow_run_id(state)).state.is_completed()
-    return state.result()
 
 
 def features_of(path: Path) -> np.ndarray:

@@ -12,22 +12,22 @@ from flows.params import ModelConfig, TrainingConfig
 from flows.pipeline import train
 from tasks.store import load_object
 
-from .support import CHUNK_ROWS, ROWS, flow_run_id, read_flow_run
+from .support import CHUNK_ROWS, ROWS, completed, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def _train(runner, data, workdir, **training):
-    state = train.with_options(task_runner=runner)(
-        data=str(data),
-        workdir=str(workdir),
-        model=ModelConfig(params={"random_state": 0}),
-        training=TrainingConfig(epochs=2, shuffle_blocks=True, **training),
-        return_state=True,
+    return completed(
+        run(
+            train,
+            runner,
+            data=str(data),
+            workdir=str(workdir),
+            model=ModelConfig(params={"random_state": 0}),
+            training=TrainingConfig(epochs=2, shuffle_blocks=True, **training),
+        )
     )
-    assert state.is_completed(), state
-    assert read_flow_run(flow_run_id(state)).state.is_completed()
-    return state.result()
 
 
 def test_train_with_replicas_fits_on_both_workers_and_is_reproducible(runner, clf_data, tmp_path):
