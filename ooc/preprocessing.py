@@ -102,7 +102,8 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return _tree_merge(parts, self._merge)
 
     def _file_stats(self, file, features, dtype, index: int):
-        stats = self._column_stats(read_columns(file, features, dtype))
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: checked just below
+            stats = self._column_stats(read_columns(file, features, dtype))
         if all(np.isfinite(part).all() for part in stats[1:]):
             return stats
         # NaN or inf somewhere (or an overflow): the block reader names file, column, row.
