@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -38,27 +38,14 @@ class _Share:
 
     replica: int
     epoch: int
+    n_positions: int
     items: list
-
-
-@dataclass
-class _Done:
-    """What a replica did with one block."""
-
-    position: int
-    block: int
-    rows: int
-    load_seconds: float
-    wait_seconds: float
-    fit_seconds: float
-    load_started: float
-    fit_started: float
 
 
 @dataclass
 class _ShareResult:
     estimator: object
-    done: list
+    reports: list  # BlockReport per block; n_samples_seen is filled in by the caller
     score_total: dict | None
 
 
@@ -71,7 +58,7 @@ def _fit_share(
     todo = (
         (block, partial(compute_blocks, x, y, scheduler="sync")) for _, block, x, y in share.items
     )
-    done, total = [], None
+    reports, total = [], None
     positions = [position for position, *_ in share.items]
     for (loaded, waited), position in zip(prefetch(todo, depth=depth), positions, strict=True):
         fit_started = time.time()
@@ -79,13 +66,14 @@ def _fit_share(
             estimator, loaded, fit_kwargs, epoch=share.epoch, lazy=lazy, score=score
         )
         total = BlockScorer.merge(total, part)
-        done.append(
-            _Done(
-                position, loaded.index, rows, loaded.load_seconds, waited, seconds,
-                loaded.started, fit_started,
+        reports.append(
+            BlockReport(
+                share.epoch, position, share.n_positions, loaded.index, rows,
+                loaded.load_seconds, waited, seconds, 0, loaded.started, fit_started,
+                share.replica,
             )
         )  # fmt: skip
-    return _ShareResult(estimator, done, total)
+    return _ShareResult(estimator, reports, total)
 
 
 def _standalone(block):
@@ -150,10 +138,8 @@ class _Workers:
 
 
 def _current_client():
-    try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return None
+    from distributed import default_client  # here: importing distributed is slow
+
     try:
         return default_client()
     except ValueError:
@@ -303,6 +289,7 @@ class ParallelIncremental(Incremental):
                 _Share(
                     replica,
                     state.epoch,
+                    len(order),
                     [
                         (
                             p,
@@ -324,29 +311,22 @@ class ParallelIncremental(Incremental):
                 score=self.progressive_score and fitted,
             )
             results = self._pool.run(fit, estimator, shares)
-            rows = [sum(d.rows for d in result.done) for result in results]
+            rows = [sum(r.rows for r in result.reports) for result in results]
             estimator = average_replicas(estimator, [r.estimator for r in results], rows)
             for result in results:
                 state.training_total = BlockScorer.merge(state.training_total, result.score_total)
-            self._report_round(state, len(order), shares, results)
+            self._report_round(state, results)
             state.position = positions.stop
             if checkpoint and checkpoint.every and state.position - saved_at >= checkpoint.every:
                 checkpoint.save(estimator, state)
                 saved_at = state.position
         return estimator
 
-    def _report_round(self, state, n_positions: int, shares, results) -> None:
-        done = sorted(
-            (d.position, share.replica, d)
-            for share, result in zip(shares, results, strict=True)
-            for d in result.done
+    def _report_round(self, state, results) -> None:
+        """The round's blocks in epoch order, each with the rows seen up to it."""
+        reports = sorted(
+            (r for result in results for r in result.reports), key=lambda r: r.position
         )
-        for position, replica, d in done:
-            state.n_samples_seen += d.rows
-            self._report(
-                BlockReport(
-                    state.epoch, position, n_positions, d.block, d.rows, d.load_seconds,
-                    d.wait_seconds, d.fit_seconds, state.n_samples_seen, d.load_started,
-                    d.fit_started, replica,
-                )
-            )  # fmt: skip
+        for report in reports:
+            state.n_samples_seen += report.rows
+            self._report(replace(report, n_samples_seen=state.n_samples_seen))
