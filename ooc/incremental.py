@@ -354,9 +354,6 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
             ([*range(len(xb))], []) if one_pass else self._split_blocks(len(xb), state.seed)
         )
 
-        def loader(i):
-            return lambda: compute_blocks(xb.blocks[i], yb.blocks[i] if yb else None)
-
         while state.epoch < epochs and not state.stopped:
             order = self._order(train, state.seed, state.epoch)
             estimator = self._epoch(estimator, order, state, fit_kwargs, (xb, yb), checkpoint)
@@ -366,7 +363,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
                 state.training_scores.append(BlockScorer(estimator).value(state.training_total))
                 state.training_total = None
             if held_out:
-                self._validate_epoch(estimator, state, [loader(i) for i in held_out])
+                self._validate_epoch(estimator, state, [_loader(xb, yb, i) for i in held_out])
             if checkpoint:
                 checkpoint.save(estimator, state)
 
@@ -383,10 +380,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     def _epoch(self, estimator, order, state: _FitState, fit_kwargs, blocks, checkpoint):
         """Stream the rest of this epoch's ``order`` into ``estimator``; return it."""
         xb, yb = blocks
-        todo = (
-            (i, partial(compute_blocks, xb.blocks[i], yb.blocks[i] if yb else None))
-            for i in order[state.position :]
-        )
+        todo = ((i, _loader(xb, yb, i)) for i in order[state.position :])
         for loaded, waited in prefetch(todo, depth=self.prefetch):
             fit_started = time.time()
             rows, fit_seconds, part = fit_block(
@@ -515,6 +509,11 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
             for i in range(len(xb))
         ]
         return scorer.value(reduce(scorer.merge, dask.compute(*parts), None))
+
+
+def _loader(xb, yb, i: int):
+    """Computes block ``i`` of X (and of y) when called."""
+    return partial(compute_blocks, xb.blocks[i], yb.blocks[i] if yb else None)
 
 
 def fit_block(
