@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from sklearn.linear_model import SGDClassifier
 
 import ooc
-from ooc.io import _read_features, dask_arrays
+from ooc.io import dask_arrays, read_features, read_target
 
 CLASSES = [0, 1]
 
@@ -32,9 +32,8 @@ def _estimator():
 
 def _holdout_accuracy(model, holdout) -> float:
     correct = total = 0
-    for file in holdout.files:
-        X = _read_features(file, holdout.features, holdout.dtype)
-        y = pq.read_table(file, columns=[holdout.target])[holdout.target].to_numpy()
+    for index in range(len(holdout.blocks)):
+        X, y = read_features(holdout, index), read_target(holdout, index)
         correct += int(np.sum(model.predict(X) == y))
         total += len(y)
     return correct / total
@@ -46,13 +45,13 @@ def plain(train, holdout, all_files, out: Path) -> dict:
 
     start = time.perf_counter()
     scaler = StandardScaler()
-    for file in train.files:
-        scaler.partial_fit(_read_features(file, train.features, train.dtype))
+    blocks = range(len(train.blocks))
+    for index in blocks:
+        scaler.partial_fit(read_features(train, index))
     model = _estimator()
-    for file in train.files:
-        X = scaler.transform(_read_features(file, train.features, train.dtype))
-        y = pq.read_table(file, columns=[train.target])[train.target].to_numpy()
-        model.partial_fit(X, y, classes=CLASSES)
+    for index in blocks:
+        X = scaler.transform(read_features(train, index))
+        model.partial_fit(X, read_target(train, index), classes=CLASSES)
     fit = time.perf_counter() - start
 
     class Model:  # scaler then model, like the pipelines
@@ -60,9 +59,10 @@ def plain(train, holdout, all_files, out: Path) -> dict:
             return model.predict(scaler.transform(X))
 
     start = time.perf_counter()
-    for file in all_files.files:
-        pred = Model().predict(_read_features(file, all_files.features, all_files.dtype))
-        pq.write_table(pa.table({"prediction": pred}), out / file.name)
+    for job in ooc.prediction_jobs(all_files, out):
+        for index in range(job.n_blocks):
+            pred = Model().predict(read_features(job.source, index))
+            pq.write_table(pa.table({"prediction": pred}), out / f"{job.dest.stem}-{index}.parquet")
     predict = time.perf_counter() - start
     return {
         "fit_seconds": fit,
@@ -156,15 +156,16 @@ def breakdown(train, holdout, all_files, out: Path, n_blocks: int = 4) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     files = train.files[:n_blocks]
-    scaler = StandardScaler().fit(_read_features(files[0], train.features, train.dtype))
+    first = train.with_blocks(train.blocks[:n_blocks])
+    scaler = StandardScaler().fit(read_features(first, 0))
     model = _estimator()
     times = {"read_decode": 0.0, "to_array": 0.0, "transform": 0.0, "partial_fit": 0.0}
     rows = 0
-    for file in files:
+    for index, file in enumerate(files):
         t0 = time.perf_counter()
         pq.read_table(file, columns=list(train.features))
         t1 = time.perf_counter()
-        X = _read_features(file, train.features, train.dtype)  # read + decode + to array
+        X = read_features(first, index)  # read + decode + to array
         t2 = time.perf_counter()
         Xt = scaler.transform(X)
         t3 = time.perf_counter()

@@ -7,8 +7,10 @@ prefetching, inside a plain :class:`sklearn.pipeline.Pipeline`.
 
 from .blocks import prefetch
 from .datasets import DatasetSpec, GeneratedDataset, generate_dataset, write_partition
+from .discovery import list_parquet_files
 from .incremental import BlockReport, Incremental
-from .io import ParquetLayout, inspect_parquet, list_parquet_files, read_parquet
+from .io import parquet_source, read_parquet
+from .layout import ParquetSource, inspect_parquet
 from .metrics import BlockScorer, evaluate
 from .parallel import ParallelIncremental
 from .predict import PredictionJob, predict_file, predict_parquet, prediction_jobs
@@ -22,13 +24,14 @@ __all__ = [
     "Incremental",
     "MinMaxScaler",
     "ParallelIncremental",
-    "ParquetLayout",
+    "ParquetSource",
     "PredictionJob",
     "StandardScaler",
     "evaluate",
     "generate_dataset",
     "inspect_parquet",
     "list_parquet_files",
+    "parquet_source",
     "predict_file",
     "predict_parquet",
     "prediction_jobs",

@@ -19,6 +19,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
 from .blocks import aligned_row_blocks, n_rows
+from .io import parquet_source, read_features, read_target
 
 __all__ = ["BlockScorer", "evaluate"]
 
@@ -177,6 +178,17 @@ def evaluate(model, X, y=None, *, auc_bins: int = 2**14) -> dict[str, float]:
     else:
         block_stats = _regressor_stats if kind == "regressor" else _clusterer_stats
 
+    source = parquet_source(X)
+    if source is not None and (y is None or parquet_source(y, "target") == source):
+        # Straight from the files, a run of blocks per task (slices of one large row
+        # group are read in order, so it is decoded once).
+        model_node = dask.delayed(model, traverse=False)
+        task = dask.delayed(_run_stats, pure=True)
+        parts = [task(block_stats, model_node, source, run, y is not None) for run in source.runs()]
+        (total,) = dask.compute(_tree_merge(parts))
+        if total is None:
+            raise ValueError(f"evaluate: X has no rows (shape {X.shape}).")
+        return {"n_samples": float(total["n"]), **_FINISH[kind](total)}
     xb, yb = aligned_row_blocks(X, y)
     if xb.lazy:
         model_node = dask.delayed(model, traverse=False)  # one copy in the graph
@@ -192,6 +204,14 @@ def evaluate(model, X, y=None, *, auc_bins: int = 2**14) -> dict[str, float]:
     if total is None:
         raise ValueError(f"evaluate: X has no rows (shape {getattr(X, 'shape', None)}).")
     return {"n_samples": float(total["n"]), **_FINISH[kind](total)}
+
+
+def _run_stats(block_stats, model, source, run, supervised: bool):
+    total = None
+    for index in run:
+        y = read_target(source, index) if supervised else None
+        total = _merge(total, block_stats(model, read_features(source, index), y, index))
+    return total
 
 
 def _tree_merge(parts: list, fan_in: int = 8):

@@ -1,13 +1,18 @@
 """Prediction disk to disk: each input parquet file gives one prediction file.
 
-Every output is written under a temporary name and renamed, and an output that is
-already complete (same row count as its input) is skipped, so re-running after a crash
-leaves exactly one output per input and no partial file.
+Each block of an input file (see :mod:`ooc.layout`) is predicted on its own and becomes one
+row group of the output, so memory is bounded by the block however large the file. A file
+of one block is one task that writes its output; the blocks of a larger file are tasks of
+their own that write parts, which a last task joins into the output. Every file is written
+under a temporary name and renamed, and a complete output (or part) is kept when the
+prediction runs again, so re-running after a crash leaves exactly one output per input and
+no partial file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,43 +21,76 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .files import atomic_write, parquet_has_rows
-from .io import _read_features, inspect_parquet, list_parquet_files
+from .files import atomic_path, atomic_write, parquet_has_rows, remove_leftovers
+from .io import read_features
+from .layout import DEFAULT_BLOCK_ROWS, ParquetSource, inspect_parquet
 
-__all__ = ["PredictionJob", "predict_file", "predict_parquet", "prediction_jobs"]
+__all__ = [
+    "PredictionJob",
+    "predict_file",
+    "predict_parquet",
+    "prediction_graph",
+    "prediction_jobs",
+]
 
 METHODS = ("predict", "predict_proba", "decision_function", "transform")
 
 
 @dataclass(frozen=True)
 class PredictionJob:
-    """One input file, the output file it gives, and the columns the model reads."""
+    """One input file, as a one-file :class:`ParquetSource`, and the output it gives.
 
-    source: Path
+    Attributes
+    ----------
+    source : ParquetSource
+        The input file alone, with its blocks and the model's feature columns.
+    dest : Path
+        The output file.
+    """
+
+    source: ParquetSource
     dest: Path
-    rows: int
-    features: tuple[str, ...]
-    dtype: np.dtype
+
+    @property
+    def rows(self) -> int:
+        return self.source.n_rows
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.source.blocks)
+
+    @property
+    def parts_dir(self) -> Path:
+        """Where the blocks of a many-block file are written before they are joined."""
+        return self.dest.with_name(f".{self.dest.name}.parts")
+
+    def part(self, index: int) -> Path:
+        return self.parts_dir / f"block-{index:05d}.parquet"
 
 
 def prediction_jobs(
-    source: str | os.PathLike,
+    source: str | os.PathLike | ParquetSource,
     dest: str | os.PathLike,
     features: list[str] | None = None,
     target: str | None = "y",
+    *,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> list[PredictionJob]:
     """Plan the outputs for every parquet file under ``source``, checking the inputs.
 
     Parameters
     ----------
-    source : path-like
+    source : path-like or ParquetSource
         Parquet file or directory of files to predict on.
     dest : path-like
         Output directory; the input's relative paths are kept.
     features : list of str, optional
-        Model inputs; by default every column except ``target`` (if present).
+        Model inputs; by default every column except ``target`` (if present) and the
+        index columns pandas wrote, the same rule as :func:`ooc.inspect_parquet`'s.
     target : str or None
         Column left out of the default features (so labelled data can be scored).
+    block_rows : int, default 500_000
+        The most rows predicted at once (one row group of the output).
 
     Returns
     -------
@@ -63,17 +101,14 @@ def prediction_jobs(
     FileNotFoundError, ValueError
         As :func:`ooc.inspect_parquet`: missing data, schema mismatch, non-numeric feature.
     """
-    files = list_parquet_files(source)
-    if features is None:
-        names = pq.read_schema(files[0]).names
-        features = [c for c in names if c != target and not c.startswith("__index_level_")]
-    layout = inspect_parquet(source, target=None, features=features)
-    root = Path(source) if Path(source).is_dir() else Path(source).parent
-    return [
-        PredictionJob(
-            file, Path(dest) / file.relative_to(root), rows, layout.features, layout.dtype
+    if not isinstance(source, ParquetSource):
+        exclude = (target,) if target is not None else ()
+        source = inspect_parquet(
+            source, target=None, features=features, block_rows=block_rows, exclude=exclude
         )
-        for file, rows in zip(layout.files, layout.rows, strict=True)
+    return [
+        PredictionJob(source.only_file(i), Path(dest) / file.relative_to(source.root))
+        for i, file in enumerate(source.files)
     ]
 
 
@@ -84,8 +119,61 @@ def _output_table(values: np.ndarray, method: str) -> pa.Table:
     return pa.table({f"{prefix}_{j}": values[:, j] for j in range(values.shape[1])})
 
 
+def _predict_block(model, source: ParquetSource, index: int, method: str) -> pa.Table:
+    X = read_features(source, index)
+    return _output_table(np.asarray(getattr(model, method)(X)), method)
+
+
+def _empty_output(model, source: ParquetSource, method: str) -> pa.Table:
+    """The output of a file with no rows: no rows, but the schema of every other file's.
+
+    The model is probed on one row of zeros for the kind and width of its output.
+    """
+    probe = np.asarray(getattr(model, method)(np.zeros((1, len(source.features)), source.dtype)))
+    return _output_table(probe[:0], method)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+
+
+def predict_parts(model, job: PredictionJob, run: tuple[int, ...], method: str = "predict") -> int:
+    """Predict the blocks ``run`` of a many-block job into their part files, in order.
+
+    A part that is already complete is kept. Returns the number of parts written.
+    """
+    written = 0
+    for index in run:
+        part = job.part(index)
+        if parquet_has_rows(part, job.source.rows[index]):
+            continue
+        table = _predict_block(model, job.source, index, method)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(part, lambda tmp, table=table: pq.write_table(table, tmp))
+        written += 1
+    return written
+
+
+def join_parts(job: PredictionJob, *written) -> bool:
+    """Join the parts of a many-block job into its output, one row group per part.
+
+    ``written`` (the parts' results) only orders this after them in a dask graph.
+    """
+    if not parquet_has_rows(job.dest, job.rows):
+        parts = [job.part(i) for i in range(job.n_blocks)]
+        schema = pq.read_schema(parts[0])
+        with atomic_path(job.dest) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                writer.write_table(pq.read_table(part))
+    shutil.rmtree(job.parts_dir, ignore_errors=True)
+    return True
+
+
 def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
-    """Predict one input file and write its output atomically.
+    """Predict one input file block by block and write its output atomically.
+
+    Each block is one row group of the output; only one block is in memory at a time.
 
     Parameters
     ----------
@@ -98,30 +186,72 @@ def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
     bool
         True if written, False if a complete output was already there.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    _check_method(method)
     if parquet_has_rows(job.dest, job.rows):
         return False
-    X = _read_features(job.source, job.features, job.dtype)
-    values = np.asarray(getattr(model, method)(X)) if len(X) else np.empty((0,))
     job.dest.parent.mkdir(parents=True, exist_ok=True)
-    table = _output_table(values, method)
-    atomic_write(job.dest, lambda tmp: pq.write_table(table, tmp))
+    if job.n_blocks == 0:
+        table = _empty_output(model, job.source, method)
+        atomic_write(job.dest, lambda tmp: pq.write_table(table, tmp))
+        return True
+    with atomic_path(job.dest) as tmp:
+        writer = None
+        try:
+            for index in range(job.n_blocks):
+                table = _predict_block(model, job.source, index, method)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
     return True
+
+
+def prediction_graph(model, jobs: list[PredictionJob], method: str = "predict") -> list:
+    """One delayed result per job: a task per one-block file, and for a many-block file a
+    task per run of blocks (see :meth:`ParquetSource.runs`) and one that joins them, so a
+    large file keeps every core busy."""
+    _check_method(method)
+    shared = dask.delayed(model)  # shipped once per worker, not once per task
+    results = []
+    for job in jobs:
+        if job.n_blocks <= 1:
+            results.append(dask.delayed(predict_file)(shared, job, method))
+            continue
+        parts = [dask.delayed(predict_parts)(shared, job, run, method) for run in job.source.runs()]
+        results.append(dask.delayed(join_parts)(job, *parts))
+    return results
+
+
+def clear_leftovers(jobs: list[PredictionJob]) -> list[Path]:
+    """Remove what a killed earlier run left beside the planned outputs: temporary files,
+    and the parts of outputs that are complete. Parts of unfinished outputs are kept, so
+    a re-run continues from them."""
+    removed = remove_leftovers(job.dest for job in jobs)
+    for job in jobs:
+        if job.parts_dir.is_dir():
+            removed += remove_leftovers(job.part(i) for i in range(job.n_blocks))
+            if parquet_has_rows(job.dest, job.rows):
+                shutil.rmtree(job.parts_dir, ignore_errors=True)
+                removed.append(job.parts_dir)
+    return removed
 
 
 def predict_parquet(
     model,
-    source: str | os.PathLike,
+    source: str | os.PathLike | ParquetSource,
     dest: str | os.PathLike,
     *,
     features: list[str] | None = None,
     target: str | None = "y",
     method: str = "predict",
+    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> list[PredictionJob]:
-    """Predict every file under ``source`` into ``dest`` in parallel, one task per file.
+    """Predict every file under ``source`` into ``dest`` in parallel, one output per file.
 
-    Outputs are written by the tasks themselves; nothing is gathered to the caller.
+    Outputs are written by the tasks themselves; nothing is gathered to the caller. A file
+    larger than one block is predicted block by block in parallel and written as one
+    output file with a row group per block.
 
     Examples
     --------
@@ -130,7 +260,7 @@ def predict_parquet(
     >>> len(jobs) == len(ooc.list_parquet_files("data/clf"))  # doctest: +SKIP
     True
     """
-    jobs = prediction_jobs(source, dest, features, target)
-    shared_model = dask.delayed(model)  # shipped once per worker, not once per task
-    dask.compute(*[dask.delayed(predict_file)(shared_model, job, method) for job in jobs])
+    jobs = prediction_jobs(source, dest, features, target, block_rows=block_rows)
+    clear_leftovers(jobs)
+    dask.compute(*prediction_graph(model, jobs, method))
     return jobs

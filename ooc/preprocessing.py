@@ -8,6 +8,7 @@ Transforms never mutate the input and return the kind of collection they were gi
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import dask
@@ -18,7 +19,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .blocks import is_dask_frame, row_blocks
-from .io import _read_features, parquet_source, read_columns
+from .io import parquet_source, read_block_columns, read_features
 
 __all__ = ["MinMaxScaler", "StandardScaler"]
 
@@ -92,22 +93,29 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         source = parquet_source(X)
         if source is not None:
             # Straight from the parquet columns: no 2-D block is built for the statistics.
-            files, features, dtype = source
-            stats = dask.delayed(self._file_stats, pure=True)
-            parts = [stats(file, features, dtype, i) for i, file in enumerate(files)]
+            stats = dask.delayed(self._run_stats, pure=True)
+            parts = [stats(source, run) for run in source.runs()]
         else:
             blocks = row_blocks(X).blocks
             stats = dask.delayed(self._block_stats, pure=True)
             parts = [stats(block, i) for i, block in enumerate(blocks)]
         return _tree_merge(parts, self._merge)
 
-    def _file_stats(self, file, features, dtype, index: int):
+    def _run_stats(self, source, run: tuple[int, ...]):
+        """The merged statistics of the blocks of one run, read in order."""
+        stats = [self._source_stats(source, index) for index in run]
+        return functools.reduce(self._merge, stats)
+
+    def _source_stats(self, source, index: int):
+        columns = read_block_columns(source, index)
+        if source.dtype not in FLOAT_DTYPES:  # statistics of integers are floats
+            columns = [c.astype(np.float64) for c in columns]
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: checked just below
-            stats = self._column_stats(read_columns(file, features, dtype))
+            stats = self._column_stats(columns)
         if all(np.isfinite(part).all() for part in stats[1:]):
             return stats
         # NaN or inf somewhere (or an overflow): the block reader names file, column, row.
-        return self._block_stats(_read_features(file, features, dtype), index)
+        return self._block_stats(read_features(source, index), index)
 
     def _reset(self) -> None:
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:

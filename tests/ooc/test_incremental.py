@@ -25,6 +25,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import ooc
 from ooc import Incremental, MinMaxScaler, StandardScaler
 
+from .support import read_by_file
+
 # -- scikit-learn's estimator checks on the numpy path -------------------------------------
 
 
@@ -105,7 +107,7 @@ def _data_dir(name, clf_dir, reg_dir, blobs_dir):
 def test_pipeline_fit_equals_manual_partial_fit_loop(name, clf_dir, reg_dir, blobs_dir):
     make_estimator, scaler_cls, classifier = ESTIMATORS[name]
     path, target = _data_dir(classifier, clf_dir, reg_dir, blobs_dir)
-    X, y = ooc.read_parquet(path, target=target)
+    X, y = read_by_file(path, target=target)
     kwargs = {"incremental__classes": CLASSES} if classifier else {}
 
     pipe = make_pipeline(scaler_cls(), Incremental(make_estimator()))
@@ -136,7 +138,7 @@ def test_pipeline_fit_equals_manual_partial_fit_loop(name, clf_dir, reg_dir, blo
 
 
 def test_learned_attributes_readable_through_wrapper(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     inc = Incremental(SGDClassifier(random_state=0)).fit(X, y, classes=CLASSES)
     assert inc.coef_ is inc.estimator_.coef_
     assert_array_equal(inc.classes_, CLASSES)
@@ -146,7 +148,7 @@ def test_learned_attributes_readable_through_wrapper(clf_dir):
 
 
 def test_partial_fit_continues_from_estimator(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     half = X.numblocks[0] // 2
     inc = Incremental(SGDClassifier(random_state=0))
     inc.partial_fit(X[: X.chunks[0][0] * half], y[: X.chunks[0][0] * half], classes=CLASSES)
@@ -170,7 +172,7 @@ def _orders(inc, X, y):
 
 
 def test_epochs_shuffle_blocks_reproducibly(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     n = X.numblocks[0]
     inc = Incremental(SGDClassifier(random_state=0), n_epochs=4, shuffle_blocks=True)
     orders, reports = _orders(inc.set_params(random_state=7), X, y)
@@ -185,7 +187,7 @@ def test_epochs_shuffle_blocks_reproducibly(clf_dir):
 
 
 def test_unshuffled_epochs_equal_manual_loop(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     inc = Incremental(SGDClassifier(random_state=0), n_epochs=3).fit(X, y, classes=CLASSES)
     manual = SGDClassifier(random_state=0)
     for _ in range(3):
@@ -250,7 +252,7 @@ def test_prefetch_overlaps_and_is_bounded(depth):
 
 
 def test_block_callback_reports_every_block(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     reports = []
     Incremental(SGDClassifier(), block_callback=reports.append).fit(X, y, classes=CLASSES)
     assert [r.block for r in reports] == list(range(X.numblocks[0]))
@@ -264,7 +266,7 @@ def test_block_callback_reports_every_block(clf_dir):
 
 
 def test_column_chunked_array_trains_on_every_feature(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     chunked = X.rechunk({1: 2})
     assert chunked.numblocks[1] > 1
     a = Incremental(SGDClassifier(random_state=0)).fit(chunked, y, classes=CLASSES)
@@ -275,7 +277,7 @@ def test_column_chunked_array_trains_on_every_feature(clf_dir):
 
 
 def test_empty_blocks_skipped_in_fit_and_empty_in_predict(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     chunks = (0, 2000, 0, *X.chunks[0][1:])
     Xe, ye = X.rechunk({0: chunks}), y.rechunk({0: chunks})
     assert Xe.chunks[0] == chunks
@@ -299,7 +301,7 @@ def test_dask_dataframe_input(clf_dir):
     Xd, yd = df[features], df["y"]
     sgd = SGDClassifier(loss="log_loss", random_state=0)
     inc = Incremental(sgd).fit(Xd, yd, classes=CLASSES)
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     ref = Incremental(sgd).fit(X, y, classes=CLASSES)
     assert_allclose(inc.coef_, ref.coef_, rtol=1e-12)
     assert list(inc.feature_names_in_) == features
@@ -311,7 +313,7 @@ def test_dask_dataframe_input(clf_dir):
 
 
 def test_numpy_in_numpy_out(clf_dir):
-    X, y = (a.compute() for a in ooc.read_parquet(clf_dir))
+    X, y = (a.compute() for a in read_by_file(clf_dir))
     sgd = SGDClassifier(loss="log_loss", random_state=0)
     inc = Incremental(sgd, n_epochs=2).fit(X, y)  # classes found from the in-memory y
     manual = clone(sgd)
@@ -328,7 +330,7 @@ def test_numpy_in_numpy_out(clf_dir):
     "method", ["predict", "predict_proba", "predict_log_proba", "decision_function"]
 )
 def test_prediction_methods_are_lazy_and_blockwise(clf_dir, method):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     inc = Incremental(SGDClassifier(loss="log_loss", random_state=0)).fit(X, y, classes=CLASSES)
     out = getattr(inc, method)(X)
     assert isinstance(out, da.Array)
@@ -338,7 +340,7 @@ def test_prediction_methods_are_lazy_and_blockwise(clf_dir, method):
 
 
 def test_transform_and_score_for_kmeans(blobs_dir):
-    X, _ = ooc.read_parquet(blobs_dir, target=None)
+    X, _ = read_by_file(blobs_dir, target=None)
     inc = Incremental(MiniBatchKMeans(n_clusters=4, n_init=1, random_state=0)).fit(X)
     dist = inc.transform(X)
     assert isinstance(dist, da.Array) and dist.shape == (X.shape[0], 4)
@@ -348,17 +350,17 @@ def test_transform_and_score_for_kmeans(blobs_dir):
 
 
 def test_score_equals_in_memory_score(clf_dir, reg_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     clf = Incremental(SGDClassifier(random_state=0)).fit(X, y, classes=CLASSES)
     assert clf.score(X, y) == pytest.approx(clf.estimator_.score(X.compute(), y.compute()))
-    X, y = ooc.read_parquet(reg_dir)
+    X, y = read_by_file(reg_dir)
     reg = Incremental(SGDRegressor(random_state=0)).fit(X, y)
     # R² needs the global total sum of squares: averaging per-block R² would differ.
     assert reg.score(X, y) == pytest.approx(reg.estimator_.score(X.compute(), y.compute()))
 
 
 def test_same_model_on_a_distributed_cluster(clf_dir, dask_client):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     on_cluster = Incremental(SGDClassifier(random_state=0)).fit(X, y, classes=CLASSES)
     with dask.config.set(scheduler="sync"):
         local = Incremental(SGDClassifier(random_state=0)).fit(X, y, classes=CLASSES)
@@ -370,7 +372,7 @@ def test_same_model_on_a_distributed_cluster(clf_dir, dask_client):
 
 
 def test_early_stopping_holds_out_blocks_and_reports_scores(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     n_blocks, rows = X.numblocks[0], X.chunks[0][0]
     inc = Incremental(
         SGDClassifier(random_state=0),
@@ -393,7 +395,7 @@ def test_early_stopping_holds_out_blocks_and_reports_scores(clf_dir):
 
 
 def test_early_stopping_keeps_the_best_epoch(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     inc = Incremental(
         SGDClassifier(random_state=0, eta0=0.5, learning_rate="constant"),
         n_epochs=6,
@@ -429,7 +431,7 @@ def _interrupt_after(n):
 
 @pytest.mark.parametrize("every, stop_after", [(2, 5), (None, 9)])
 def test_interrupted_fit_resumes_to_the_same_model(clf_dir, tmp_path, every, stop_after):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     params = dict(n_epochs=3, shuffle_blocks=True, random_state=3)
     clean = Incremental(MLPClassifier(hidden_layer_sizes=(6,), random_state=0), **params)
     clean.fit(X, y, classes=CLASSES)
@@ -455,7 +457,7 @@ def test_interrupted_fit_resumes_to_the_same_model(clf_dir, tmp_path, every, sto
 
 
 def test_checkpoint_from_another_fit_is_refused(clf_dir, tmp_path):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     ckpt = tmp_path / "fit.ckpt"
     Incremental(SGDClassifier(), checkpoint_path=ckpt).fit(X, y, classes=CLASSES)
     with pytest.raises(ValueError, match="written by a different fit"):
@@ -496,14 +498,14 @@ def test_mismatched_blocks_of_unknown_size():
 
 
 def test_y_rechunked_to_x_blocks_when_totals_agree(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     a = Incremental(SGDClassifier(random_state=0)).fit(X, y.rechunk(5000), classes=CLASSES)
     b = Incremental(SGDClassifier(random_state=0)).fit(X, y, classes=CLASSES)
     assert_array_equal(a.coef_, b.coef_)
 
 
 def test_missing_classes_for_a_streamed_classifier(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     with pytest.raises(ValueError, match=r"needs every class label up front.*incremental__classes"):
         make_pipeline(StandardScaler(), Incremental(SGDClassifier())).fit(X, y)
 
@@ -525,7 +527,7 @@ def test_estimator_without_partial_fit():
 
 def test_target_column_that_does_not_exist(clf_dir):
     with pytest.raises(ValueError, match=r"Target column 'label' not found"):
-        ooc.read_parquet(clf_dir, target="label")
+        read_by_file(clf_dir, target="label")
 
 
 def test_non_numeric_feature_column(tmp_path):
@@ -534,11 +536,11 @@ def test_non_numeric_feature_column(tmp_path):
     )
     message = r"Feature column 'city' in .*p.parquet has type (large_)?string"
     with pytest.raises(ValueError, match=message):
-        ooc.read_parquet(tmp_path)
+        read_by_file(tmp_path)
 
 
 def test_progressive_score_equals_a_manual_test_then_train_loop(clf_dir):
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = read_by_file(clf_dir)
     reports = []
     inc = Incremental(
         SGDClassifier(random_state=0),

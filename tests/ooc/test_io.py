@@ -45,10 +45,10 @@ def _match(*parts: str) -> str:
 @pytest.mark.parametrize("name", ["clf_dir", "reg_dir", "blobs_dir"])
 def test_arrays_match_eager_read(request, name):
     path = request.getfixturevalue(name)
-    X, y = ooc.read_parquet(path)
+    rows = _footer_rows(path)
+    X, y = ooc.read_parquet(path, block_rows=max(rows))  # a block per file
 
     # Known chunks straight from the footers, before anything is computed.
-    rows = _footer_rows(path)
     assert isinstance(X, da.Array) and isinstance(y, da.Array)
     assert X.chunks[0] == rows and y.chunks == (rows,)
     assert X.shape == (sum(rows), len(pq.read_schema(_files(path)[0]).names) - 1)
@@ -72,7 +72,7 @@ def test_matches_pandas_read_of_directory(clf_dir):
 
 def test_float32_dataset_keeps_float32(tmp_path):
     ooc.generate_dataset(tmp_path, n_rows=1_200, n_features=3, chunk_rows=500, dtype="float32")
-    X, y = ooc.read_parquet(tmp_path)
+    X, y = ooc.read_parquet(tmp_path, block_rows=500)
     assert X.dtype == np.float32 and X.chunks[0] == (500, 500, 200)
     x_np = X.compute()
     assert x_np.dtype == np.float32
@@ -80,9 +80,9 @@ def test_float32_dataset_keeps_float32(tmp_path):
 
 
 def test_building_reads_no_data(clf_dir):
-    """One task per file, chunk sizes known: the arrays are built from footers only."""
+    """One task per block, chunk sizes known: the arrays are built from footers only."""
     n_files = len(_files(clf_dir))
-    X, y = ooc.read_parquet(clf_dir)
+    X, y = ooc.read_parquet(clf_dir, block_rows=2_000)
     assert not any(np.isnan(c) for c in X.chunks[0])
     assert len(X.__dask_graph__()) == n_files
     assert len(y.__dask_graph__()) == n_files
@@ -99,7 +99,7 @@ def test_data_pages_are_read_only_at_compute(tmp_path):
     raw[4:data_end] = bytes(data_end - 4)  # keep the "PAR1" magic and the footer
     bad.write_bytes(bytes(raw))
 
-    X, y = ooc.read_parquet(tmp_path)
+    X, y = ooc.read_parquet(tmp_path, block_rows=500)
     assert X.chunks[0] == (500, 500)
     # The healthy block computes; the broken one fails naming its file.
     assert X.blocks[0].compute().shape == (500, 3)
@@ -186,9 +186,9 @@ def test_pandas_directory_nested_natural_order(tmp_path):
         "sub/part-3.parquet",
     ]
 
-    X, y = ooc.read_parquet(tmp_path, target="target")
+    X, y = ooc.read_parquet(tmp_path, target="target", block_rows=1)
     order = [1, 2, 10, 0, 3]
-    assert X.chunks == (tuple(3 + k for k in order), (2,))
+    assert X.chunks == ((1,) * sum(3 + k for k in order), (2,))
     x_np, y_np = da.compute(X, y)
     expected = np.concatenate([np.full(3 + k, k) for k in order])
     np.testing.assert_array_equal(y_np, expected)
@@ -250,17 +250,27 @@ def test_feature_dtype_is_numpy_result_type(tmp_path, dtypes):
     )
 
 
-def test_empty_file_is_an_empty_block(tmp_path):
+def test_empty_file_gives_no_block(tmp_path):
     _write(tmp_path / "part-0.parquet", x=np.array([1.0, 2.0]), y=np.array([0, 1]))
     _write(
         tmp_path / "part-1.parquet",
         x=np.array([], dtype=np.float64),
         y=np.array([], dtype=np.int64),
     )
+    _write(tmp_path / "part-2.parquet", x=np.array([3.0]), y=np.array([1]))
+    X, y = ooc.read_parquet(tmp_path, block_rows=2)
+    assert X.chunks[0] == (2, 1)
+    np.testing.assert_array_equal(X.compute(), [[1.0], [2.0], [3.0]])
+    np.testing.assert_array_equal(y.compute(), [0, 1, 1])
+
+
+def test_only_empty_files_give_one_empty_block(tmp_path):
+    empty = {"x": np.array([], dtype=np.float64), "y": np.array([], dtype=np.int64)}
+    _write(tmp_path / "part-0.parquet", **empty)
+    _write(tmp_path / "part-1.parquet", **empty)
     X, y = ooc.read_parquet(tmp_path)
-    assert X.chunks[0] == (2, 0)
-    np.testing.assert_array_equal(X.compute(), [[1.0], [2.0]])
-    np.testing.assert_array_equal(y.compute(), [0, 1])
+    assert X.chunks == ((0,), (1,)) and y.chunks == ((0,),)
+    assert X.compute().shape == (0, 1) and y.compute().shape == (0,)
 
 
 def test_with_distributed_workers(clf_dir, dask_client):
@@ -366,7 +376,7 @@ def test_nonfinite_feature_at_compute(tmp_path, bad_value, shown, dtype):
     _write(tmp_path / "part-0.parquet", a=good, b=good, y=np.zeros(10, dtype=np.int64))
     bad = _write(tmp_path / "part-1.parquet", a=good, b=broken, y=np.zeros(10, dtype=np.int64))
 
-    X, y = ooc.read_parquet(tmp_path)  # footers only: no error yet
+    X, y = ooc.read_parquet(tmp_path, block_rows=10)  # footers only: no error yet
     assert X.chunks[0] == (10, 10)
     assert X.blocks[0].compute().shape == (10, 2)
     with pytest.raises(ValueError, match=_match(bad, "column 'b' has", shown, "at row 7")):

@@ -25,8 +25,8 @@ SCRIPT = textwrap.dedent(
     from sklearn.pipeline import make_pipeline
     import ooc
 
-    path, mode = sys.argv[1], sys.argv[2]
-    X, y = ooc.read_parquet(path)
+    path, mode, block_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    X, y = ooc.read_parquet(path, block_rows=block_rows)
     if mode == "materialize":
         X, y = X.compute(), y.compute()
     pipe = make_pipeline(ooc.StandardScaler(), ooc.Incremental(SGDClassifier(random_state=0)))
@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
 
 def _peak_rss(path, mode="stream") -> int:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(path), mode],
+        [sys.executable, "-c", SCRIPT, str(path), mode, str(BLOCK_ROWS)],
         check=True,
         capture_output=True,
         text=True,

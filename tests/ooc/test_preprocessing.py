@@ -163,7 +163,7 @@ def test_fit_transform_match_sklearn(name, params, kind):
 @pytest.mark.parametrize("name", ["standard", "minmax"])
 def test_read_parquet_matches_sklearn(clf_dir, name):
     ours_cls, ref_cls, attrs = PAIRS[name]
-    X, _ = ooc.read_parquet(clf_dir, target="y")
+    X, _ = ooc.read_parquet(clf_dir, target="y", block_rows=2_000)
     assert X.numblocks[0] == 6
     X_mem = X.compute()
 

@@ -1,0 +1,15 @@
+"""Helpers shared by the library's tests."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+import ooc
+
+
+def read_by_file(path, **kwargs):
+    """``ooc.read_parquet`` with one block per file, as the session datasets are written
+    (files of equal rows, one row group each): the tests that compare with a loop over
+    files, or need several blocks, read them so."""
+    rows = max(pq.read_metadata(f).num_rows for f in ooc.list_parquet_files(path))
+    return ooc.read_parquet(path, block_rows=rows, **kwargs)
