@@ -4,6 +4,10 @@ Parallel fitting gives each replica its own share of the blocks; after a round, 
 replicas' learned parameters are averaged, weighted by the rows each one saw in the
 round, and every replica continues from the average. This module holds the per-family
 rules: linear models, multi-layer perceptrons and mini-batch k-means.
+
+Some of the state averaged is scikit-learn's private attributes (``_average_coef``, the
+optimiser's moments, ``_counts``): :func:`check_state` fails loudly where a scikit-learn
+release lacks one, rather than averaging a model with part of its state left out.
 """
 
 from __future__ import annotations
@@ -11,20 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import sklearn
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-__all__ = ["average_replicas", "check_averageable", "family"]
+__all__ = ["average_replicas", "check_averageable", "check_state", "family", "state_attributes"]
 
-# Linear SGD-family state: the iterate, and with ``average=True`` the running average.
-_LINEAR_ARRAYS = (
-    "coef_",
-    "intercept_",
-    "_standard_coef",
-    "_standard_intercept",
-    "_average_coef",
-    "_average_intercept",
-)
+# The scikit-learn releases whose private state this module is tested on (as pyproject.toml).
+TESTED_SKLEARN = ">=1.6,<1.10"
+
+# The optimiser's moment estimates of an MLP, by solver (only these two have partial_fit).
+_MOMENTS = {"adam": ("ms", "vs"), "sgd": ("velocities",)}
 
 
 def family(estimator) -> str | None:
@@ -51,6 +52,49 @@ def check_averageable(estimator) -> str:
             f"{type(estimator).__name__} is none of these. Fit it with ooc.Incremental."
         )
     return kind
+
+
+def state_attributes(estimator) -> tuple[str, ...]:
+    """The fitted attributes averaging reads and writes (``_optimizer.ms`` for an MLP's).
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import SGDRegressor
+    >>> state_attributes(SGDRegressor(average=True))
+    ('coef_', 'intercept_', 't_', '_standard_coef', '_standard_intercept', '_average_coef', \
+'_average_intercept')
+    """
+    kind = check_averageable(estimator)
+    if kind == "linear":
+        # With ``average``, both the iterate and the running average.
+        averaged = ("_standard_coef", "_standard_intercept", "_average_coef", "_average_intercept")
+        return ("coef_", "intercept_", "t_", *(averaged if estimator.average else ()))
+    if kind == "mlp":
+        moments = _MOMENTS.get(estimator.solver, ())
+        return ("coefs_", "intercepts_", "t_", "loss_", *(f"_optimizer.{m}" for m in moments))
+    return ("cluster_centers_", "_counts", "n_steps_")
+
+
+def check_state(estimator) -> None:
+    """Raise a ``TypeError`` naming what a fitted replica lacks of :func:`state_attributes`.
+
+    A scikit-learn release that renamed or dropped a private attribute would otherwise
+    give a wrongly averaged model with no error.
+    """
+    for name in state_attributes(estimator):
+        owner, attr = estimator, name
+        if "." in name:
+            parent, attr = name.split(".")
+            owner = getattr(estimator, parent, None)
+        if getattr(owner, attr, None) is None:
+            kind = type(estimator).__name__
+            raise TypeError(
+                f"Parallel fitting averages {kind}.{name}, but this {kind} (scikit-learn "
+                f"{sklearn.__version__}) has no such attribute: ooc averages replicas of "
+                f"scikit-learn {TESTED_SKLEARN}. Pin scikit-learn to those releases "
+                f"(pip install 'scikit-learn{TESTED_SKLEARN}'), or fit with ooc.Incremental, "
+                "which needs no private attribute."
+            )
 
 
 def average_replicas(start, replicas: Sequence, rows: Sequence[int]):
@@ -90,6 +134,8 @@ def average_replicas(start, replicas: Sequence, rows: Sequence[int]):
     replicas, rows = [r for r, _ in kept], [n for _, n in kept]
     if len(replicas) == 1:
         return replicas[0]
+    for estimator in (start, *replicas):
+        check_state(estimator)
     weights = np.asarray(rows, dtype=float) / float(sum(rows))
     merge = {"linear": _average_linear, "mlp": _average_mlp, "kmeans": _average_kmeans}
     return merge[check_averageable(start)](start, replicas, weights)
@@ -110,14 +156,13 @@ def _progress(start, replicas, name: str):
 
 def _average_linear(start, replicas, weights):
     first = replicas[0]
-    present = [a for a in _LINEAR_ARRAYS if getattr(first, a, None) is not None]
-    # Every average is computed before any is written: some of these names are one
-    # array (``coef_`` is ``_standard_coef`` without ``average``).
-    means = {a: _mean([getattr(r, a) for r in replicas], weights) for a in present}
+    arrays = [a for a in state_attributes(first) if a != "t_"]
+    # Every average is computed before any is written: some of these names may be one
+    # array (``coef_`` is ``_average_coef`` once averaging has begun).
+    means = {a: _mean([getattr(r, a) for r in replicas], weights) for a in arrays}
     for name, mean in means.items():
         np.copyto(getattr(first, name), mean, casting="same_kind")
-    if hasattr(start, "t_"):
-        first.t_ = _progress(start, replicas, "t_")
+    first.t_ = _progress(start, replicas, "t_")
     return first
 
 
@@ -132,12 +177,11 @@ def _average_mlp(start, replicas, weights):
             np.copyto(target, mean, casting="same_kind")
     # The optimiser's moment estimates belong to the parameters they were built on:
     # average them too, so momentum/Adam continue from the averaged model.
-    optimizers = [getattr(r, "_optimizer", None) for r in replicas]
-    for moment in ("velocities", "ms", "vs"):
-        if all(o is not None and hasattr(o, moment) for o in optimizers):
-            parts = [getattr(o, moment) for o in optimizers]
-            merged = [_mean([p[i] for p in parts], weights) for i in range(len(parts[0]))]
-            setattr(optimizers[0], moment, merged)
+    optimizers = [r._optimizer for r in replicas]
+    for moment in _MOMENTS.get(first.solver, ()):
+        parts = [getattr(o, moment) for o in optimizers]
+        merged = [_mean([p[i] for p in parts], weights) for i in range(len(parts[0]))]
+        setattr(optimizers[0], moment, merged)
     first.t_ = _progress(start, replicas, "t_")
     first.loss_ = float(sum(w * r.loss_ for r, w in zip(replicas, weights, strict=True)))
     return first

@@ -1,4 +1,5 @@
-"""Row blocks of any supported input, and a bounded prefetching iterator over them.
+"""Row blocks of any supported input, a bounded prefetching iterator over them, and an
+estimator's method applied to each of them (:func:`apply_blockwise`).
 
 Supported inputs are dask arrays, dask DataFrames/Series, numpy arrays and pandas
 objects. A dask input becomes one delayed object per row block (a dask array is first
@@ -12,15 +13,19 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 from dask.delayed import Delayed
 
 __all__ = [
     "RowBlocks",
+    "apply_blockwise",
     "is_dask_collection",
     "is_dask_frame",
     "n_rows",
@@ -145,6 +150,128 @@ def _check_total(x_rows: tuple[int, ...], y_rows: int) -> None:
         raise ValueError(
             f"X has {sum(x_rows)} rows but y has {y_rows}: they must describe the same samples."
         )
+
+
+def apply_blockwise(estimator, method: str, X, meta=None, *, meta_param: str = "meta"):
+    """``estimator.method`` on every row block of a dask ``X``, lazily.
+
+    A dask array (of numpy or scipy.sparse blocks) gives a dask array with X's row
+    chunks; a dask DataFrame gives a dask Series (one value per row) or DataFrame with
+    X's index and divisions. An empty block gives an empty output.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+    method : str
+        ``"predict"``, ``"predict_proba"``, ``"transform"``, ...
+    X : dask array or dask DataFrame
+        A column-chunked array is rechunked so every block holds every feature.
+    meta : array, pandas Series or DataFrame, optional
+        An empty array shaped like the output past its rows, giving its dtype and width
+        (a DataFrame also its column labels). Without it, ``method`` is run once on one
+        row of zeros to learn them.
+    meta_param : str
+        The name under which the caller takes ``meta``, for error messages.
+
+    Raises
+    ------
+    ValueError
+        When the probe on a row of zeros fails (saying to pass ``meta``), or ``meta`` does
+        not give the output's width.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> from sklearn.linear_model import LinearRegression
+    >>> X = da.ones((6, 2), chunks=(3, 2))
+    >>> model = LinearRegression().fit([[0, 0], [1, 0], [0, 1]], [0.0, 1.0, 2.0])
+    >>> apply_blockwise(model, "predict", X).compute().round(6)
+    array([3., 3., 3., 3., 3., 3.])
+    """
+    if isinstance(X, da.Array):
+        X = with_all_columns(X)
+    output = (
+        _Output.probe(estimator, method, X, meta_param)
+        if meta is None
+        else _Output.from_meta(meta, meta_param)
+    )
+    if is_dask_frame(X):
+        frame_meta = output.frame(output.empty(), X._meta.index)
+        return X.map_partitions(
+            _apply_frame, estimator, method, output, meta=frame_meta, align_dataframes=False
+        )
+    func = partial(_apply, estimator=estimator, method=method, output=output)
+    if output.tail:
+        chunks = (X.chunks[0], output.tail)
+        return X.map_blocks(func, chunks=chunks, dtype=output.dtype, meta=output.empty())
+    return X.map_blocks(func, drop_axis=1, dtype=output.dtype, meta=output.empty())
+
+
+@dataclass(frozen=True)
+class _Output:
+    """What a prediction method gives for a block: its dtype and its shape past the rows."""
+
+    dtype: np.dtype
+    tail: tuple[int, ...]
+    columns: pd.Index | None = None  # the labels of a DataFrame meta
+
+    @classmethod
+    def from_meta(cls, meta, param: str) -> _Output:
+        if isinstance(meta, pd.DataFrame):
+            return cls(np.result_type(*meta.dtypes), (meta.shape[1],), meta.columns)
+        meta = np.asarray(meta)
+        if meta.ndim not in (1, 2) or (meta.ndim == 2 and meta.shape[1] == 0):
+            raise ValueError(
+                f"{param} must be an empty array shaped like the output past its rows, e.g. "
+                f"numpy.empty((0,), dtype='int64') for one value per row or numpy.empty((0, 2)) "
+                f"for two columns; got one of shape {meta.shape}."
+            )
+        return cls(meta.dtype, meta.shape[1:])
+
+    @classmethod
+    def probe(cls, estimator, method: str, X, param: str) -> _Output:
+        """Learn the output's dtype and shape by running ``method`` on one row of zeros."""
+        try:
+            out = np.asarray(getattr(estimator, method)(_zero_row(X)))
+        except Exception as err:  # any failure: the probe is ooc's idea, not the caller's
+            raise ValueError(
+                f"To learn the dtype and shape of {method}'s output, ooc runs "
+                f"{type(estimator).__name__}.{method} on one row of zeros, and that failed: "
+                f"{err!r}. Give the output's metadata instead and nothing is probed: "
+                f"{param}=numpy.empty((0,), dtype='int64') for one value per row, or "
+                "numpy.empty((0, n_columns)) for a 2-D output."
+            ) from err
+        return cls(out.dtype, out.shape[1:])
+
+    def empty(self) -> np.ndarray:
+        return np.empty((0, *self.tail), dtype=self.dtype)
+
+    def frame(self, values, index: pd.Index):
+        """One partition's output: a Series (one value per row) or a DataFrame."""
+        if not self.tail:
+            return pd.Series(values, index=index, dtype=self.dtype)
+        return pd.DataFrame(values, index=index, columns=self.columns)
+
+
+def _zero_row(X):
+    """One row of zeros of the kind of ``X``'s blocks: numpy, scipy.sparse or pandas."""
+    if is_dask_frame(X):
+        zeros = np.zeros((1, len(X.columns)))
+        return pd.DataFrame(zeros, columns=X.columns).astype(X.dtypes.to_dict())
+    if sp.issparse(X._meta):
+        return type(X._meta)((1, X.shape[1]), dtype=X.dtype)
+    return np.zeros((1, X.shape[1]), dtype=X.dtype)
+
+
+def _apply(block, estimator, method: str, output: _Output):
+    """Run ``estimator.method`` on one block; an empty block gives an empty result."""
+    if n_rows(block) == 0:
+        return output.empty()
+    return getattr(estimator, method)(block)
+
+
+def _apply_frame(part: pd.DataFrame, estimator, method: str, output: _Output):
+    return output.frame(_apply(part, estimator, method, output), part.index)
 
 
 @dataclass(frozen=True)

@@ -6,43 +6,42 @@ learns, and the scaler that suits it (multinomial naive Bayes needs non-negative
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
-
-from sklearn.cluster import MiniBatchKMeans
-from sklearn.linear_model import Perceptron, SGDClassifier, SGDRegressor
-from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-from .preprocessing import MinMaxScaler, StandardScaler
 
 __all__ = ["MODELS", "ModelEntry", "make_estimator", "make_scaler"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A named estimator: how to build it, what it learns, and how to scale its input."""
+    """A named estimator: how to build it, what it learns, and how to scale its input.
 
-    factory: Callable
+    ``factory`` is an import path (``"sklearn.linear_model:SGDClassifier"``), imported when
+    the model is built, so listing the models (a command line's choices) is instant.
+    """
+
+    factory: str
     kind: str  # "classification", "regression" or "clustering"
     scaler: str = "standard"
     defaults: dict | None = None
 
     def build(self, **params):
-        return self.factory(**{**(self.defaults or {}), **params})
+        module, name = self.factory.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{**(self.defaults or {}), **params})
 
 
 MODELS: dict[str, ModelEntry] = {
-    "sgd-classifier": ModelEntry(SGDClassifier, "classification"),
-    "sgd-regressor": ModelEntry(SGDRegressor, "regression"),
+    "sgd-classifier": ModelEntry("sklearn.linear_model:SGDClassifier", "classification"),
+    "sgd-regressor": ModelEntry("sklearn.linear_model:SGDRegressor", "regression"),
     # sklearn 1.8 deprecates PassiveAggressive*; these are their SGD equivalents.
     "passive-aggressive": ModelEntry(
-        SGDClassifier,
+        "sklearn.linear_model:SGDClassifier",
         "classification",
         defaults={"loss": "hinge", "penalty": None, "learning_rate": "pa1", "eta0": 1.0},
     ),
     "passive-aggressive-regressor": ModelEntry(
-        SGDRegressor,
+        "sklearn.linear_model:SGDRegressor",
         "regression",
         defaults={
             "loss": "epsilon_insensitive",
@@ -51,17 +50,25 @@ MODELS: dict[str, ModelEntry] = {
             "eta0": 1.0,
         },
     ),
-    "perceptron": ModelEntry(Perceptron, "classification"),
+    "perceptron": ModelEntry("sklearn.linear_model:Perceptron", "classification"),
     "mlp-classifier": ModelEntry(
-        MLPClassifier, "classification", defaults={"hidden_layer_sizes": (32,)}
+        "sklearn.neural_network:MLPClassifier",
+        "classification",
+        defaults={"hidden_layer_sizes": (32,)},
     ),
-    "mlp-regressor": ModelEntry(MLPRegressor, "regression", defaults={"hidden_layer_sizes": (32,)}),
+    "mlp-regressor": ModelEntry(
+        "sklearn.neural_network:MLPRegressor", "regression", defaults={"hidden_layer_sizes": (32,)}
+    ),
     "minibatch-kmeans": ModelEntry(
-        MiniBatchKMeans, "clustering", defaults={"n_clusters": 8, "n_init": 3}
+        "sklearn.cluster:MiniBatchKMeans", "clustering", defaults={"n_clusters": 8, "n_init": 3}
     ),
-    "gaussian-nb": ModelEntry(GaussianNB, "classification"),
-    "multinomial-nb": ModelEntry(MultinomialNB, "classification", scaler="minmax"),
-    "bernoulli-nb": ModelEntry(BernoulliNB, "classification", defaults={"binarize": 0.0}),
+    "gaussian-nb": ModelEntry("sklearn.naive_bayes:GaussianNB", "classification"),
+    "multinomial-nb": ModelEntry(
+        "sklearn.naive_bayes:MultinomialNB", "classification", scaler="minmax"
+    ),
+    "bernoulli-nb": ModelEntry(
+        "sklearn.naive_bayes:BernoulliNB", "classification", defaults={"binarize": 0.0}
+    ),
 }
 
 
@@ -94,6 +101,8 @@ def make_estimator(name: str, **params):
 
 def make_scaler(name: str):
     """The scaler suited to model ``name`` (unfitted)."""
+    from .preprocessing import MinMaxScaler, StandardScaler
+
     return MinMaxScaler() if _entry(name).scaler == "minmax" else StandardScaler()
 
 

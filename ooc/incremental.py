@@ -9,38 +9,42 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial, reduce
-from pathlib import Path
+from functools import partial
 
-import dask.array as da
+import dask
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from .blocks import (
+    RowBlocks,
     aligned_row_blocks,
+    apply_blockwise,
     compute_blocks,
-    is_dask_frame,
+    is_dask_collection,
     n_rows,
     prefetch,
-    with_all_columns,
 )
+from .checkpoint import Checkpoint, comparable
 from .metrics import BlockScorer
 
 __all__ = ["BlockReport", "Incremental"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BlockReport:
     """What happened to one block; passed to ``block_callback`` after each block.
+
+    A progress bar shows ``blocks_done`` of ``blocks_total``: both count training blocks
+    only (held-out validation blocks are not fitted). With early stopping ``blocks_total``
+    is a maximum, and the fit may end before it.
 
     Attributes
     ----------
@@ -50,6 +54,8 @@ class BlockReport:
         Position of the block in this epoch's order (0-based).
     n_positions : int
         Number of training blocks per epoch.
+    n_epochs : int
+        Epochs this fit runs at most (1 for ``partial_fit``).
     block : int
         Index of the block in X.
     rows : int
@@ -71,15 +77,26 @@ class BlockReport:
     epoch: int
     position: int
     n_positions: int
+    n_epochs: int
     block: int
     rows: int
     load_seconds: float
     wait_seconds: float
     fit_seconds: float
     n_samples_seen: int
-    load_started: float = 0.0
-    fit_started: float = 0.0
+    load_started: float
+    fit_started: float
     replica: int = 0
+
+    @property
+    def blocks_done(self) -> int:
+        """Training blocks fitted so far in this fit, this one included."""
+        return self.epoch * self.n_positions + self.position + 1
+
+    @property
+    def blocks_total(self) -> int:
+        """Training blocks of the whole fit: ``n_epochs × n_positions``."""
+        return self.n_epochs * self.n_positions
 
 
 @dataclass
@@ -107,18 +124,27 @@ def _estimator_has(method: str):
     return check
 
 
-def _apply(block, estimator, method: str, tail: tuple, dtype):
-    """Run ``estimator.method`` on one block; an empty block gives an empty result."""
-    if len(block) == 0:
-        return np.empty((0, *tail), dtype=dtype)
-    return getattr(estimator, method)(block)
+def _can_score(self) -> bool:
+    return self.scoring is not None or _estimator_has("score")(self)
 
 
-def _apply_frame(part: pd.DataFrame, estimator, method: str, tail: tuple, dtype):
-    out = _apply(part, estimator, method, tail, dtype)
-    if out.ndim == 1:
-        return pd.Series(out, index=part.index, dtype=dtype)
-    return pd.DataFrame(out, index=part.index)
+# The parameter that gives each prediction method's output metadata (dask-ml's names).
+_META_PARAM = {
+    "predict": "predict_meta",
+    "predict_proba": "predict_proba_meta",
+    "predict_log_proba": "predict_proba_meta",
+    "decision_function": "decision_function_meta",
+    "transform": "transform_meta",
+}
+
+
+def check_count(name: str, value, *, minimum: int, none: bool = False) -> None:
+    """Refuse anything but an int >= ``minimum`` (or None when allowed); bools too."""
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        allowed = f"{'None or ' if none else ''}an int >= {minimum}"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
 
 class Incremental(MetaEstimatorMixin, BaseEstimator):
@@ -133,6 +159,14 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     ----------
     estimator : estimator with ``partial_fit``
         Cloned on ``fit``; the fitted clone is ``estimator_``.
+    scoring : str, callable or None, default None
+        The score of :meth:`score`, of early stopping's validation and of
+        ``progressive_score``: None for the estimator's own ``score``, a scikit-learn
+        scorer name (``"accuracy"``, ``"r2"``, ``"neg_log_loss"``, ...) or a callable
+        ``scorer(estimator, X, y) -> float`` (a metric ``metric(y_true, y_pred)`` must be
+        wrapped in :func:`sklearn.metrics.make_scorer`). Over blocks, the names of
+        :data:`ooc.metrics.EXACT_SCORERS` are exact; any other scorer is the row-weighted
+        mean of its block scores (see :class:`ooc.BlockScorer`).
     n_epochs : int, default 1
         Passes over the data (the maximum, with early stopping).
     shuffle_blocks : bool, default False
@@ -157,9 +191,16 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     checkpoint_path : path-like, optional
         Save the fit's state here at the end of each epoch (and every
         ``checkpoint_every`` blocks); ``fit`` resumes from it when it exists, giving
-        the same model as an uninterrupted fit. Delete the file to start over.
+        the same model as an uninterrupted fit. A checkpoint written with other
+        parameters, ``fit`` arguments or blocks is refused. Delete the file to start over.
     checkpoint_every : int, optional
         Also checkpoint every this many blocks.
+    predict_meta, predict_proba_meta, decision_function_meta, transform_meta : array, optional
+        The output of ``predict``, ``predict_proba`` (and ``predict_log_proba``),
+        ``decision_function``, ``transform`` on dask input, as an empty array shaped like it
+        past the rows: ``numpy.empty((0,), dtype="int64")``, ``numpy.empty((0, 2))``, or a
+        pandas Series/DataFrame. By default it is learned by running the method on one row
+        of zeros, which some models refuse.
 
     Attributes
     ----------
@@ -167,7 +208,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         The fitted clone. Its learned attributes (``coef_``, ``classes_``,
         ``cluster_centers_``, ...) are also readable on the wrapper.
     n_epochs_ : int
-        Epochs actually run.
+        Epochs actually run (``partial_fit`` adds one per call).
     n_samples_seen_ : int
         Training rows streamed, over all epochs.
     validation_scores_ : list of float
@@ -190,11 +231,14 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     >>> pipe = pipe.fit(X, y, incremental__classes=[0, 1])
     >>> pipe.predict(X)  # lazy, blockwise
     dask.array<_apply, shape=(10000,), dtype=int64, chunksize=(1000,), chunktype=numpy.ndarray>
+    >>> pipe.score(X, y) > 0.9
+    True
     """
 
     def __init__(
         self,
         estimator,
+        scoring=None,
         *,
         n_epochs: int = 1,
         shuffle_blocks: bool = False,
@@ -208,8 +252,13 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         block_callback: Callable[[BlockReport], None] | None = None,
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
+        predict_meta=None,
+        predict_proba_meta=None,
+        decision_function_meta=None,
+        transform_meta=None,
     ):
         self.estimator = estimator
+        self.scoring = scoring
         self.n_epochs = n_epochs
         self.shuffle_blocks = shuffle_blocks
         self.random_state = random_state
@@ -222,6 +271,10 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         self.block_callback = block_callback
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
+        self.predict_meta = predict_meta
+        self.predict_proba_meta = predict_proba_meta
+        self.decision_function_meta = decision_function_meta
+        self.transform_meta = transform_meta
 
     # -- learned attributes of the wrapped estimator ------------------------------------
     def __getattr__(self, name):
@@ -266,19 +319,24 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     def partial_fit(self, X, y=None, **fit_kwargs):
         """Stream the blocks of ``X`` once, in order, continuing from ``estimator_``.
 
+        As dask-ml's ``partial_fit``: no shuffling, no held-out blocks and no checkpoint;
+        ``n_epochs_``, ``n_samples_seen_`` and ``training_scores_`` add to the earlier fit's.
+
         Returns
         -------
         self
         """
         self._check_params()
-        estimator = self.__dict__.get("estimator_")
+        before = {name: self.__dict__[name] for name in _HISTORY if name in self.__dict__}
+        estimator = before.get("estimator_")
         if estimator is None:
             estimator = clone(self.estimator)
-        seen = self.__dict__.get("n_samples_seen_", 0)
-        epochs = self.__dict__.get("n_epochs_", 0)
         self._stream(X, y, fit_kwargs, estimator, epochs=1, one_pass=True)
-        self.n_samples_seen_ += seen
-        self.n_epochs_ += epochs
+        self.n_epochs_ += before.get("n_epochs_", 0)
+        self.n_samples_seen_ += before.get("n_samples_seen_", 0)
+        self.training_scores_ = before.get("training_scores_", []) + self.training_scores_
+        self.validation_scores_ = before.get("validation_scores_", [])
+        self.best_validation_score_ = before.get("best_validation_score_")
         return self
 
     def _check_params(self) -> None:
@@ -287,12 +345,15 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
                 f"Incremental needs an estimator with partial_fit; "
                 f"{type(self.estimator).__name__} has none."
             )
-        if not (isinstance(self.n_epochs, int | np.integer) and self.n_epochs >= 1):
-            raise ValueError(f"n_epochs must be an int >= 1, got {self.n_epochs!r}.")
+        check_count("n_epochs", self.n_epochs, minimum=1)
+        check_count("prefetch", self.prefetch, minimum=0)
+        check_count("n_iter_no_change", self.n_iter_no_change, minimum=1)
+        check_count("checkpoint_every", self.checkpoint_every, minimum=1, none=True)
         if self.early_stopping and not 0 < self.validation_fraction < 1:
             raise ValueError(
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}."
             )
+        BlockScorer(self.estimator, self.scoring)  # a bad scoring fails before the fit
 
     def _with_classes(self, estimator, y, fit_kwargs: dict) -> dict:
         """Add ``classes`` when a classifier needs it and it can be found for free."""
@@ -302,7 +363,7 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         )
         if not needs or "classes" in fit_kwargs or y is None or hasattr(estimator, "classes_"):
             return fit_kwargs
-        if isinstance(y, da.Array) or is_dask_frame(y):
+        if is_dask_collection(y):
             name = type(estimator).__name__
             raise ValueError(
                 f"{name}.partial_fit needs every class label up front, but y is streamed "
@@ -344,7 +405,8 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
             )
         xb, yb = aligned_row_blocks(X, y)
         fit_kwargs = self._with_classes(estimator, y, fit_kwargs)
-        checkpoint = _Checkpoint.of(self, xb, one_pass)
+        checkpoint = None if one_pass else Checkpoint.of(self, xb, fit_kwargs)
+        run = _Run(xb, yb, fit_kwargs, epochs, checkpoint)
         state = _FitState(seed=self._seed())
         resumed = checkpoint.load() if checkpoint else None
         if resumed:
@@ -355,15 +417,16 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         )
 
         while state.epoch < epochs and not state.stopped:
-            order = self._order(train, state.seed, state.epoch)
-            estimator = self._epoch(estimator, order, state, fit_kwargs, (xb, yb), checkpoint)
+            order = train if one_pass else self._order(train, state.seed, state.epoch)
+            estimator = self._epoch(estimator, order, state, run)
             state.epoch += 1
             state.position = 0
             if self.progressive_score:
-                state.training_scores.append(BlockScorer(estimator).value(state.training_total))
+                scorer = BlockScorer(estimator, self.scoring)
+                state.training_scores.append(scorer.value(state.training_total))
                 state.training_total = None
             if held_out:
-                self._validate_epoch(estimator, state, [_loader(xb, yb, i) for i in held_out])
+                self._validate_epoch(estimator, state, [run.loader(i) for i in held_out])
             if checkpoint:
                 checkpoint.save(estimator, state)
 
@@ -377,50 +440,53 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         self.best_validation_score_ = state.best_score if held_out else None
         return self
 
-    def _epoch(self, estimator, order, state: _FitState, fit_kwargs, blocks, checkpoint):
+    def _epoch(self, estimator, order, state: _FitState, run: _Run):
         """Stream the rest of this epoch's ``order`` into ``estimator``; return it."""
-        xb, yb = blocks
-        todo = ((i, _loader(xb, yb, i)) for i in order[state.position :])
+        step = self._step(run, state.epoch, len(order))
+        todo = ((i, run.loader(i)) for i in order[state.position :])
         for loaded, waited in prefetch(todo, depth=self.prefetch):
-            fit_started = time.time()
-            rows, fit_seconds, part = fit_block(
+            report, part = fit_block(
                 estimator,
                 loaded,
-                fit_kwargs,
-                epoch=state.epoch,
-                lazy=xb.lazy,
+                waited,
+                step,
+                position=state.position,
+                seen=state.n_samples_seen,
                 score=self.progressive_score and state.n_samples_seen > 0,
             )
-            if part is not None:
-                state.training_total = BlockScorer.merge(state.training_total, part)
+            state.training_total = BlockScorer.merge(state.training_total, part)
             state.position += 1
-            state.n_samples_seen += rows
-            self._report(
-                BlockReport(
-                    state.epoch, state.position - 1, len(order), loaded.index, rows,
-                    loaded.load_seconds, waited, fit_seconds, state.n_samples_seen,
-                    loaded.started, fit_started,
-                )
-            )  # fmt: skip
-            if checkpoint and checkpoint.due(state.position):
-                checkpoint.save(estimator, state)
+            state.n_samples_seen = report.n_samples_seen
+            self._report(report)
+            if run.checkpoint and run.checkpoint.due(state.position):
+                run.checkpoint.save(estimator, state)
         return estimator
 
-    def _fit_signature(self) -> dict:
-        """What a checkpoint must match to be resumed by this fit."""
-        return {
-            "estimator": repr(self.estimator),
-            "n_epochs": self.n_epochs,
-            "shuffle_blocks": self.shuffle_blocks,
-            "early_stopping": self.early_stopping,
-        }
+    def _step(self, run: _Run, epoch: int, n_positions: int, replica: int = 0) -> Step:
+        return Step(
+            fit_kwargs=run.fit_kwargs,
+            lazy=run.xb.lazy,
+            scoring=self.scoring,
+            epoch=epoch,
+            n_positions=n_positions,
+            n_epochs=run.n_epochs,
+            replica=replica,
+        )
+
+    def _fit_signature(self, fit_kwargs: dict) -> dict:
+        """What a checkpoint must match to be resumed by this fit: every parameter that
+        can change the model or its scores (the inner estimator's too) and the arguments
+        of ``partial_fit``."""
+        params = self.get_params(deep=True)
+        signature = {k: comparable(v) for k, v in params.items() if k not in _FREE_ON_RESUME}
+        return {**signature, "fit_kwargs": comparable(fit_kwargs)}
 
     def _report(self, report: BlockReport) -> None:
         if self.block_callback is not None:
             self.block_callback(report)
 
     def _validate_epoch(self, estimator, state: _FitState, loaders) -> None:
-        scorer = BlockScorer(estimator)
+        scorer = BlockScorer(estimator, self.scoring)
         total = None
         for loaded, _ in prefetch(enumerate(loaders), depth=self.prefetch):
             total = scorer.merge(total, scorer.parts(*loaded.value, block=loaded.index))
@@ -438,31 +504,18 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
     # -- prediction -----------------------------------------------------------------------
     def _blockwise(self, method: str, X):
         check_is_fitted(self)
-        est = self.estimator_
-        if not (isinstance(X, da.Array) or is_dask_frame(X)):
-            return getattr(est, method)(X)
-        if isinstance(X, da.Array):
-            X = with_all_columns(X)
-            probe_input = np.zeros((1, X.shape[1]), dtype=X.dtype)
-        else:
-            probe_input = pd.DataFrame(np.zeros((1, len(X.columns))), columns=X.columns).astype(
-                X.dtypes.to_dict()
-            )
-        probe = np.asarray(getattr(est, method)(probe_input))
-        tail, dtype = probe.shape[1:], probe.dtype
-        func = partial(_apply, estimator=est, method=method, tail=tail, dtype=dtype)
-        if is_dask_frame(X):
-            meta = _apply_frame(probe_input.iloc[:0], est, method, tail, dtype)
-            return X.map_partitions(
-                _apply_frame, est, method, tail, dtype, meta=meta, align_dataframes=False
-            )
-        if tail:
-            return X.map_blocks(func, chunks=(X.chunks[0], tail), dtype=dtype)
-        return X.map_blocks(func, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype=dtype))
+        if not is_dask_collection(X):
+            return getattr(self.estimator_, method)(X)
+        param = _META_PARAM[method]
+        return apply_blockwise(self.estimator_, method, X, getattr(self, param), meta_param=param)
 
     @available_if(_estimator_has("predict"))
     def predict(self, X):
-        """Predict blockwise: lazy for dask input, immediate for in-memory input."""
+        """Predict blockwise: lazy for dask input, immediate for in-memory input.
+
+        A dask array gives a dask array; a dask DataFrame gives a dask Series (or
+        DataFrame, for 2-D output) with X's index and divisions.
+        """
         return self._blockwise("predict", X)
 
     @available_if(_estimator_has("predict_proba"))
@@ -490,102 +543,133 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
         """Transform blockwise (e.g. distances to k-means centres)."""
         return self._blockwise("transform", X)
 
-    @available_if(_estimator_has("score"))
-    def score(self, X, y=None):
-        """The wrapped estimator's default score over all blocks, computed exactly.
+    @available_if(_can_score)
+    def score(self, X, y=None, compute: bool = True):
+        """The score of ``scoring`` (default: the estimator's own) over all blocks.
 
-        Accuracy for classifiers, R² for regressors, minus the total inertia for
-        k-means; see :class:`ooc.metrics.BlockScorer`.
+        Without ``scoring``: accuracy for classifiers and R² for regressors, exactly;
+        minus the total inertia for k-means (see :class:`ooc.BlockScorer`).
+
+        Parameters
+        ----------
+        X, y : dask collections partitioned alike, or in-memory arrays
+        compute : bool, default True
+            False returns a ``dask.delayed`` value instead, whose ``compute()`` gives the
+            score (so several scores can be computed together with ``dask.compute``).
+
+        Returns
+        -------
+        float, or Delayed with ``compute=False``
         """
         check_is_fitted(self)
-        if not (isinstance(X, da.Array) or is_dask_frame(X)):
-            return self.estimator_.score(X) if y is None else self.estimator_.score(X, y)
-        import dask
-
-        xb, yb = aligned_row_blocks(X, y)
-        scorer = BlockScorer(self.estimator_)
-        parts = [
-            dask.delayed(scorer.parts)(xb.blocks[i], yb.blocks[i] if yb else None, i)
-            for i in range(len(xb))
-        ]
-        return scorer.value(reduce(scorer.merge, dask.compute(*parts), None))
+        scorer = BlockScorer(self.estimator_, self.scoring)
+        if is_dask_collection(X):
+            score = scorer.delayed_score(X, y)
+            return score.compute() if compute else score
+        score = scorer.score(X, y)
+        return score if compute else dask.delayed(score)
 
 
-def _loader(xb, yb, i: int):
-    """Computes block ``i`` of X (and of y) when called."""
-    return partial(compute_blocks, xb.blocks[i], yb.blocks[i] if yb else None)
+# Learned attributes that partial_fit continues from.
+_HISTORY = (
+    "estimator_",
+    "n_epochs_",
+    "n_samples_seen_",
+    "training_scores_",
+    "validation_scores_",
+    "best_validation_score_",
+)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed during one fit."""
+
+    xb: RowBlocks
+    yb: RowBlocks | None
+    fit_kwargs: dict
+    n_epochs: int
+    checkpoint: Checkpoint | None
+
+    def loader(self, i: int):
+        """Computes block ``i`` of X (and of y) when called."""
+        return partial(compute_blocks, self.xb.blocks[i], self.yb.blocks[i] if self.yb else None)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What :func:`fit_block` needs besides the block: one epoch of one replica."""
+
+    fit_kwargs: dict
+    lazy: bool
+    scoring: object
+    epoch: int
+    n_positions: int
+    n_epochs: int
+    replica: int = 0
 
 
 def fit_block(
-    estimator, loaded, fit_kwargs: dict, *, epoch: int, lazy: bool, score: bool
-) -> tuple[int, float, dict | None]:
+    estimator, loaded, waited: float, step: Step, *, position: int, seen: int, score: bool
+) -> tuple[BlockReport, dict | None]:
     """One ``partial_fit`` on a loaded (X, y) block.
 
-    Returns the rows fitted, the seconds ``partial_fit`` took and, with ``score``, the
-    block's progressive-validation statistics taken *before* the model learns from it.
+    Returns the block's report (``n_samples_seen`` is ``seen`` plus its rows) and, with
+    ``score``, its progressive-validation statistics, taken *before* the model learns
+    from it.
     """
     xi, yi = loaded.value
     rows = n_rows(xi)
+    fit_started, fit_seconds, part = time.time(), 0.0, None
     # Empty blocks of a partitioned collection are normal; empty in-memory data is not,
     # and partial_fit says so.
-    if rows == 0 and lazy:
-        return 0, 0.0, None
-    if yi is not None and n_rows(yi) != rows:
+    if rows > 0 or not step.lazy:
+        if score:
+            part = BlockScorer(estimator, step.scoring).parts(xi, yi, block=loaded.index)
+        fit_started, fit_seconds = _partial_fit(estimator, xi, yi, step, loaded.index)
+    report = BlockReport(
+        epoch=step.epoch,
+        position=position,
+        n_positions=step.n_positions,
+        n_epochs=step.n_epochs,
+        block=loaded.index,
+        rows=rows,
+        load_seconds=loaded.load_seconds,
+        wait_seconds=waited,
+        fit_seconds=fit_seconds,
+        n_samples_seen=seen + rows,
+        load_started=loaded.started,
+        fit_started=fit_started,
+        replica=step.replica,
+    )
+    return report, part
+
+
+def _partial_fit(estimator, X, y, step: Step, block: int) -> tuple[float, float]:
+    """``estimator.partial_fit`` on one block; the wall clock at its start and its seconds."""
+    rows = n_rows(X)
+    if y is not None and n_rows(y) != rows:
         raise ValueError(
-            f"Block {loaded.index}: X has {rows} rows but y has {len(yi)}. "
+            f"Block {block}: X has {rows} rows but y has {n_rows(y)}. "
             "X and y must be partitioned alike."
         )
-    part = BlockScorer(estimator).parts(xi, yi, block=loaded.index) if score else None
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     try:
-        if yi is None:
-            estimator.partial_fit(xi, **fit_kwargs)
+        if y is None:
+            estimator.partial_fit(X, **step.fit_kwargs)
         else:
-            estimator.partial_fit(xi, yi, **fit_kwargs)
+            estimator.partial_fit(X, y, **step.fit_kwargs)
     except ValueError as err:
         raise ValueError(
-            f"{type(estimator).__name__}.partial_fit failed on block {loaded.index} "
-            f"(epoch {epoch + 1}, {rows} rows): {err}"
+            f"{type(estimator).__name__}.partial_fit failed on block {block} "
+            f"(epoch {step.epoch + 1}, {rows} rows): {err}"
         ) from err
-    return rows, time.perf_counter() - start, part
+    return started, time.perf_counter() - start
 
 
-class _Checkpoint:
-    """An atomically written pickle of (estimator, fit state), tied to the data's layout."""
+# -- checkpoints ---------------------------------------------------------------------------
 
-    def __init__(self, path: Path, signature: dict, every: int | None):
-        self.path, self.signature, self.every = path, signature, every
-
-    @classmethod
-    def of(cls, inc: Incremental, blocks, one_pass: bool):
-        if inc.checkpoint_path is None or one_pass:
-            return None
-        signature = {"n_blocks": len(blocks), "rows": blocks.rows, **inc._fit_signature()}
-        return cls(Path(inc.checkpoint_path), signature, inc.checkpoint_every)
-
-    def due(self, position: int) -> bool:
-        return bool(self.every) and position % self.every == 0
-
-    def load(self):
-        if not self.path.exists():
-            return None
-        with self.path.open("rb") as fh:
-            saved = pickle.load(fh)
-        if saved["signature"] != self.signature:
-            raise ValueError(
-                f"Checkpoint {self.path} was written by a different fit (estimator, data "
-                f"layout or epochs differ: {saved['signature']} vs {self.signature}). "
-                "Delete it to start over, or point checkpoint_path elsewhere."
-            )
-        return saved["estimator"], saved["state"]
-
-    def save(self, estimator, state: _FitState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(
-                {"signature": self.signature, "estimator": estimator, "state": state},
-                fh,
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
-        os.replace(tmp, self.path)
+# Parameters that change neither the model nor its scores: a fit may resume with others.
+_FREE_ON_RESUME = frozenset(
+    {"prefetch", "block_callback", "checkpoint_path", "checkpoint_every", *_META_PARAM.values()}
+)

@@ -192,6 +192,10 @@ class ParquetSource:
         """This source with other blocks (of the same files)."""
         return replace(self, blocks=tuple(blocks) or ((),))
 
+    def head(self, rows: int) -> ParquetSource:
+        """The first ``rows`` rows, as a source of one block (an input example)."""
+        return self.with_blocks([_cut(self.blocks[0], rows)[0]])
+
     def runs(self) -> tuple[tuple[int, ...], ...]:
         """Block indices in order, grouped so that one task reads each group in turn.
 

@@ -3,11 +3,14 @@
 Averaging per-block scores is wrong for R² (it needs the global total sum of squares)
 and for unequal blocks, so each block is reduced to sufficient statistics instead and
 the metrics are computed once from their totals. :func:`evaluate` builds one task per
-block, merges the statistics in a tree and runs everything with one ``dask.compute``.
+block, merges the statistics in a tree and runs everything with one ``dask.compute``;
+:class:`BlockScorer` does the same for one score (``Incremental.score``, validation and
+progressive scores), for the estimator's own score or a scikit-learn scorer.
 """
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from functools import partial, reduce
 
@@ -15,13 +18,14 @@ import dask
 import numpy as np
 from scipy.special import expit
 from sklearn.base import is_classifier, is_regressor
+from sklearn.metrics import get_scorer
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
 from .blocks import aligned_row_blocks, n_rows
 from .io import parquet_source, read_features, read_target
 
-__all__ = ["BlockScorer", "evaluate"]
+__all__ = ["EXACT_SCORERS", "BlockScorer", "evaluate"]
 
 
 def _model_kind(estimator) -> str:
@@ -36,12 +40,36 @@ def _model_kind(estimator) -> str:
 
 
 class BlockScorer:
-    """Accumulate the default ``score`` of ``estimator`` exactly, one block at a time.
+    """Accumulate a score of ``estimator`` over row blocks, exactly where the maths allows.
 
-    Classifiers: accuracy. Regressors: R² (averaged uniformly over outputs), from the
-    same pairwise-merged statistics as :func:`evaluate`. Clusterers: the sum of block
-    scores (for k-means, minus the total inertia). Anything else with ``score``: the
-    row-weighted mean of block scores.
+    Each block is reduced to statistics (:meth:`parts`), which are merged (:meth:`merge`)
+    and turned into the score once (:meth:`value`); :meth:`delayed_score` does all three
+    lazily over the blocks of a dask collection.
+
+    - ``scoring=None``: the estimator's own ``score``. Classifiers: accuracy; regressors:
+      R² (averaged uniformly over outputs), from the same pairwise-merged statistics as
+      :func:`evaluate`; clusterers: the sum of block scores (for k-means, minus the total
+      inertia); anything else: the row-weighted mean of block scores.
+    - A name of :data:`EXACT_SCORERS` for the kind of estimator it is meant for: exact from
+      per-block statistics. The ROC AUCs come from score histograms of 2**14 bins, as in
+      :func:`evaluate`, so they agree with the exact AUC up to the pairs sharing a bin.
+    - Any other name of :func:`sklearn.metrics.get_scorer_names`, or a callable scorer
+      ``scorer(estimator, X, y) -> float``: scored on each block, and the block scores
+      averaged weighted by their rows. That is exact for a mean over rows (accuracy,
+      squared error) and only an approximation for other scores (F1, balanced accuracy,
+      ...).
+
+    Parameters
+    ----------
+    estimator : estimator
+        Fitted by the time blocks are scored; its scikit-learn tags give its kind.
+    scoring : str, callable or None, default None
+
+    Raises
+    ------
+    ValueError
+        A name scikit-learn does not know, a metric function ``(y_true, y_pred)`` where a
+        scorer is expected, or a name that needs a method the estimator lacks.
 
     Examples
     --------
@@ -53,24 +81,21 @@ class BlockScorer:
     >>> total = scorer.merge(scorer.parts(X[:4], y[:4]), scorer.parts(X[4:], y[4:]))
     >>> round(scorer.value(total), 6)
     1.0
+    >>> round(BlockScorer(est, "neg_mean_squared_error").value(total), 6)
+    -0.0
     """
 
-    def __init__(self, estimator):
+    def __init__(self, estimator, scoring=None):
         self.estimator = estimator
+        self.scoring = scoring
         self.kind = _model_kind(estimator)
+        self._stats, self._finish = _rule(estimator, self.kind, scoring)
 
     def parts(self, X, y=None, block: int = 0) -> dict | None:
         """Sufficient statistics of one block (None for an empty block)."""
-        n = n_rows(X)
-        if n == 0:
+        if n_rows(X) == 0:
             return None
-        if self.kind == "classifier":
-            correct = np.sum(np.asarray(self.estimator.predict(X)).ravel() == np.asarray(y).ravel())
-            return {"n": n, "correct": int(correct)}
-        if self.kind == "regressor":
-            return _regressor_stats(self.estimator, X, y, block)
-        score = self.estimator.score(X) if y is None else self.estimator.score(X, y)
-        return {"n": n, "score_sum": float(score) * (1 if self.kind == "clusterer" else n)}
+        return self._stats(self.estimator, X, y, block)
 
     @staticmethod
     def merge(a: dict | None, b: dict | None) -> dict | None:
@@ -81,13 +106,31 @@ class BlockScorer:
         """The score from the merged parts of all blocks."""
         if total is None:
             return float("nan")
-        if self.kind == "classifier":
-            return total["correct"] / total["n"]
-        if self.kind == "regressor":
-            return _finish_regressor(total)["r2"]
-        if self.kind == "clusterer":
-            return total["score_sum"]
-        return total["score_sum"] / total["n"]
+        return float(self._finish(total))
+
+    def score(self, X, y=None) -> float:
+        """The score of in-memory ``X``, ``y`` (one block), as scikit-learn computes it."""
+        if self.scoring is None:
+            return _own_score(self.estimator, X, y)
+        return float(_as_scorer(self.scoring)(self.estimator, X, y))
+
+    def delayed_score(self, X, y=None):
+        """The score over every row block of a dask ``X`` (and ``y``), as one ``Delayed``."""
+        xb, yb = aligned_row_blocks(X, y)
+        scorer = dask.delayed(self, traverse=False)  # one copy of the model in the graph
+        task = dask.delayed(_block_parts, pure=True)
+        parts = [
+            task(scorer, xb.blocks[i], yb.blocks[i] if yb else None, i) for i in range(len(xb))
+        ]
+        return dask.delayed(_value, pure=True)(scorer, _tree_merge(parts))
+
+
+def _block_parts(scorer: BlockScorer, X, y, block: int):
+    return scorer.parts(X, y, block)
+
+
+def _value(scorer: BlockScorer, total):
+    return scorer.value(total)
 
 
 # -- evaluate ---------------------------------------------------------------------------------
@@ -368,4 +411,156 @@ _FINISH = {
     "classifier": _finish_classifier,
     "regressor": _finish_regressor,
     "clusterer": _finish_clusterer,
+}
+
+
+# -- scoring rules ----------------------------------------------------------------------------
+
+
+def _rule(estimator, kind: str, scoring):
+    """The (block statistics, score from their totals) that compute ``scoring``."""
+    if scoring is None:
+        return _OWN_SCORE[kind]
+    if isinstance(scoring, str) and scoring in EXACT_SCORERS:
+        for_kind, stats, finish, methods = EXACT_SCORERS[scoring]
+        if kind == for_kind:
+            if not any(hasattr(estimator, m) for m in methods):
+                raise ValueError(
+                    f"scoring={scoring!r} needs {' or '.join(methods)}, which "
+                    f"{type(estimator).__name__} does not have (with these parameters). "
+                    "Choose another scorer, e.g. scoring='accuracy'."
+                )
+            return stats, finish
+    return partial(_weighted_stats, _as_scorer(scoring)), _mean_score
+
+
+def _as_scorer(scoring):
+    """A scikit-learn scorer for ``scoring``, or a ValueError saying how to make one."""
+    if isinstance(scoring, str):
+        return get_scorer(scoring)  # a ValueError listing the valid names otherwise
+    if not callable(scoring):
+        raise ValueError(
+            f"scoring must be None, a scorer name such as 'accuracy' or 'r2', or a callable "
+            f"scorer(estimator, X, y) -> float; got {scoring!r} of type "
+            f"{type(scoring).__name__}. See sklearn.metrics.get_scorer_names()."
+        )
+    if _is_metric(scoring):
+        name = getattr(scoring, "__name__", repr(scoring))
+        raise ValueError(
+            f"scoring={name} is a metric, called as {name}(y_true, y_pred), but scoring needs a "
+            f"scorer, called as scorer(estimator, X, y). Wrap it: "
+            f"scoring=sklearn.metrics.make_scorer({name}) (add greater_is_better=False for a "
+            "loss, response_method='predict_proba' for a metric of probabilities), or pass a "
+            "scorer name such as 'accuracy'."
+        )
+    return scoring
+
+
+def _is_metric(func) -> bool:
+    """Metrics take (y_true, y_pred, ...); scorers take (estimator, X, y)."""
+    try:
+        first = next(iter(inspect.signature(func).parameters), "")
+    except (TypeError, ValueError):  # no signature to read: take it as a scorer
+        return False
+    return first.startswith(("y_", "labels_"))
+
+
+def _correct_stats(model, X, y, block: int):
+    correct = np.sum(np.asarray(model.predict(X)).ravel() == np.asarray(y).ravel())
+    return {"n": n_rows(X), "correct": int(correct)}
+
+
+def _probability_stats(model, X, y, block: int):
+    classes = np.asarray(model.classes_)
+    return _classifier_stats(model, X, y, block, classes=classes, auc_bins=2**14)
+
+
+def _weighted_stats(scorer, model, X, y, block: int):
+    """A block's score times its rows: the totals give the row-weighted mean."""
+    n = n_rows(X)
+    return {"n": n, "score_sum": float(scorer(model, X, y)) * n}
+
+
+def _summed_stats(model, X, y, block: int):
+    """Clusterer scores add up over blocks (k-means: minus the inertia)."""
+    return {"n": n_rows(X), "score_sum": _own_score(model, X, y)}
+
+
+def _own_score(model, X, y) -> float:
+    return float(model.score(X) if y is None else model.score(X, y))
+
+
+def _accuracy(total):
+    return total["correct"] / total["n"]
+
+
+def _neg_log_loss(total):
+    return -_finish_classifier(total)["log_loss"]
+
+
+def _roc_auc(total):
+    hist = total.get("auc_hist")  # absent for more than two classes without predict_proba
+    if hist is None or len(hist) != 1:
+        raise ValueError(
+            "scoring='roc_auc' is for binary classifiers, but the model has more than two "
+            "classes. Use scoring='roc_auc_ovr' (the macro average of one-vs-rest AUCs)."
+        )
+    return _histogram_auc(hist[0])
+
+
+def _roc_auc_ovr(total):
+    if "auc_hist" not in total:
+        raise ValueError(
+            "scoring='roc_auc_ovr' on more than two classes needs predict_proba, which the "
+            "model does not have. Use a probabilistic model or scoring='accuracy'."
+        )
+    return _finish_classifier(total)["roc_auc"]
+
+
+def _r2(total):
+    return _finish_regressor(total)["r2"]
+
+
+def _neg_mse(total):
+    return -float(np.mean(total["sse"] / total["n"]))
+
+
+def _neg_rmse(total):
+    return -_finish_regressor(total)["rmse"]
+
+
+def _neg_mae(total):
+    return -_finish_regressor(total)["mae"]
+
+
+def _mean_score(total):
+    return total["score_sum"] / total["n"]
+
+
+def _summed_score(total):
+    return total["score_sum"]
+
+
+_SCORES = ("predict_proba", "decision_function")
+
+# Scorer names computed exactly from merged block statistics: name -> (the kind of
+# estimator they are for, block statistics, score from their totals, methods of which the
+# estimator needs one). Same sign as scikit-learn's scorer of the name: greater is better.
+EXACT_SCORERS = {
+    "accuracy": ("classifier", _correct_stats, _accuracy, ("predict",)),
+    "neg_log_loss": ("classifier", _probability_stats, _neg_log_loss, ("predict_proba",)),
+    "roc_auc": ("classifier", _probability_stats, _roc_auc, _SCORES),
+    "roc_auc_ovr": ("classifier", _probability_stats, _roc_auc_ovr, _SCORES),
+    "r2": ("regressor", _regressor_stats, _r2, ("predict",)),
+    "neg_mean_squared_error": ("regressor", _regressor_stats, _neg_mse, ("predict",)),
+    "neg_root_mean_squared_error": ("regressor", _regressor_stats, _neg_rmse, ("predict",)),
+    "neg_mean_absolute_error": ("regressor", _regressor_stats, _neg_mae, ("predict",)),
+}
+
+# scoring=None: the estimator's own score, by kind.
+_OWN_SCORE = {
+    "classifier": (_correct_stats, _accuracy),
+    "regressor": (_regressor_stats, _r2),
+    "clusterer": (_summed_stats, _summed_score),
+    "other": (partial(_weighted_stats, _own_score), _mean_score),
 }

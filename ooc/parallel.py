@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 
-import numpy as np
 from dask.delayed import Delayed
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from .averaging import average_replicas, check_averageable
 from .blocks import compute_blocks, prefetch
-from .incremental import BlockReport, Incremental, fit_block
+from .incremental import BlockReport, Incremental, Step, check_count, fit_block
 from .metrics import BlockScorer
 
 __all__ = ["ParallelIncremental"]
@@ -36,9 +34,7 @@ __all__ = ["ParallelIncremental"]
 class _Share:
     """One replica's blocks for one round: (position in the epoch's order, block, X, y)."""
 
-    replica: int
-    epoch: int
-    n_positions: int
+    step: Step
     items: list
 
 
@@ -49,10 +45,12 @@ class _ShareResult:
     score_total: dict | None
 
 
-def _fit_share(
-    estimator, share: _Share, fit_kwargs: dict, *, depth: int, lazy: bool, score: bool
-) -> _ShareResult:
-    """Stream one replica's share into its estimator (runs on a worker or in a thread)."""
+def _fit_share(estimator, share: _Share, *, depth: int, score: bool) -> _ShareResult:
+    """Stream one replica's share into its own copy of the estimator (on a worker or in a
+    thread)."""
+    # The copy is made here, where the replica runs: threads, and in-process workers,
+    # would otherwise all update the caller's one estimator at once.
+    estimator = copy.deepcopy(estimator)
     # Each replica reads its own blocks where it runs, with the synchronous scheduler:
     # no transfer, and no nested use of the cluster from inside a task.
     todo = (
@@ -61,19 +59,22 @@ def _fit_share(
     reports, total = [], None
     positions = [position for position, *_ in share.items]
     for (loaded, waited), position in zip(prefetch(todo, depth=depth), positions, strict=True):
-        fit_started = time.time()
-        rows, seconds, part = fit_block(
-            estimator, loaded, fit_kwargs, epoch=share.epoch, lazy=lazy, score=score
+        report, part = fit_block(
+            estimator, loaded, waited, share.step, position=position, seen=0, score=score
         )
         total = BlockScorer.merge(total, part)
-        reports.append(
-            BlockReport(
-                share.epoch, position, share.n_positions, loaded.index, rows,
-                loaded.load_seconds, waited, seconds, 0, loaded.started, fit_started,
-                share.replica,
-            )
-        )  # fmt: skip
+        reports.append(report)
     return _ShareResult(estimator, reports, total)
+
+
+def _items(run, order: list[int], positions) -> list[tuple]:
+    """(position, block, X, y) of each position in ``order``; the blocks without the graph
+    of the rest of the collection."""
+    x, y = run.xb.blocks, run.yb.blocks if run.yb else None
+    return [
+        (p, order[p], _standalone(x[order[p]]), _standalone(y[order[p]]) if y else None)
+        for p in positions
+    ]
 
 
 def _standalone(block):
@@ -99,7 +100,7 @@ class _Threads:
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="ooc-replica")
 
     def run(self, fit: Callable, estimator, shares: list[_Share]) -> list[_ShareResult]:
-        futures = [self.pool.submit(fit, copy.deepcopy(estimator), share) for share in shares]
+        futures = [self.pool.submit(fit, estimator, share) for share in shares]
         return [future.result() for future in futures]
 
     def close(self) -> None:
@@ -124,10 +125,10 @@ class _Workers:
                 fit,
                 estimator,
                 share,
-                workers=[self.workers[share.replica % len(self.workers)]],
+                workers=[self.workers[share.step.replica % len(self.workers)]],
                 allow_other_workers=True,
                 pure=False,
-                key=f"ooc-replica-{share.replica}-{os.urandom(6).hex()}",
+                key=f"ooc-replica-{share.step.replica}-{os.urandom(6).hex()}",
             )
             for share in shares
         ]
@@ -197,9 +198,10 @@ class ParallelIncremental(Incremental):
     prefetch : int, default 1
         Blocks each replica reads ahead of its ``partial_fit``. Peak memory is about
         ``n_replicas × (prefetch + 2)`` blocks (a block, its transform, the read-ahead).
-    n_epochs, shuffle_blocks, random_state, early_stopping, validation_fraction,\
+    scoring, n_epochs, shuffle_blocks, random_state, early_stopping, validation_fraction,\
     n_iter_no_change, tol, progressive_score, block_callback, checkpoint_path,\
-    checkpoint_every
+    checkpoint_every, predict_meta, predict_proba_meta, decision_function_meta,\
+    transform_meta
         As in :class:`Incremental`. ``block_callback`` runs
         here, after each round, once per block in epoch order; checkpoints are written at
         round boundaries (every ``checkpoint_every`` blocks or more).
@@ -219,6 +221,7 @@ class ParallelIncremental(Incremental):
     def __init__(
         self,
         estimator,
+        scoring=None,
         *,
         n_replicas: int | None = None,
         sync_every: int | None = 4,
@@ -234,9 +237,14 @@ class ParallelIncremental(Incremental):
         block_callback: Callable[[BlockReport], None] | None = None,
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
+        predict_meta=None,
+        predict_proba_meta=None,
+        decision_function_meta=None,
+        transform_meta=None,
     ):
         super().__init__(
             estimator,
+            scoring,
             n_epochs=n_epochs,
             shuffle_blocks=shuffle_blocks,
             random_state=random_state,
@@ -249,6 +257,10 @@ class ParallelIncremental(Incremental):
             block_callback=block_callback,
             checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every,
+            predict_meta=predict_meta,
+            predict_proba_meta=predict_proba_meta,
+            decision_function_meta=decision_function_meta,
+            transform_meta=transform_meta,
         )
         self.n_replicas = n_replicas
         self.sync_every = sync_every
@@ -256,10 +268,8 @@ class ParallelIncremental(Incremental):
     def _check_params(self) -> None:
         super()._check_params()
         check_averageable(self.estimator)
-        for name in ("n_replicas", "sync_every"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | np.integer) and value >= 1):
-                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}.")
+        check_count("n_replicas", self.n_replicas, minimum=1, none=True)
+        check_count("sync_every", self.sync_every, minimum=1, none=True)
 
     def _stream(self, X, y, fit_kwargs, estimator, **kwargs):
         with _replicas(self.n_replicas) as pool:
@@ -269,15 +279,11 @@ class ParallelIncremental(Incremental):
             finally:
                 del self._pool
 
-    def _fit_signature(self) -> dict:
-        return {
-            **super()._fit_signature(),
-            "n_replicas": self._pool.size,
-            "sync_every": self.sync_every,
-        }
+    def _fit_signature(self, fit_kwargs: dict) -> dict:
+        # The replicas actually used: n_replicas=None means one per worker (or core).
+        return {**super()._fit_signature(fit_kwargs), "n_replicas": self._pool.size}
 
-    def _epoch(self, estimator, order, state, fit_kwargs, blocks, checkpoint):
-        xb, yb = blocks
+    def _epoch(self, estimator, order, state, run):
         saved_at = state.position
         while state.position < len(order):
             fitted = _is_fitted(estimator)
@@ -287,29 +293,13 @@ class ParallelIncremental(Incremental):
             positions = range(state.position, min(len(order), state.position + n * per_replica))
             shares = [
                 _Share(
-                    replica,
-                    state.epoch,
-                    len(order),
-                    [
-                        (
-                            p,
-                            order[p],
-                            _standalone(xb.blocks[order[p]]),
-                            _standalone(yb.blocks[order[p]]) if yb else None,
-                        )
-                        for p in positions[replica::n]
-                    ],
-                )  # fmt: skip
+                    self._step(run, state.epoch, len(order), replica),
+                    _items(run, order, positions[replica::n]),
+                )
                 for replica in range(n)
             ]
             shares = [share for share in shares if share.items]
-            fit = partial(
-                _fit_share,
-                fit_kwargs=fit_kwargs,
-                depth=self.prefetch,
-                lazy=xb.lazy,
-                score=self.progressive_score and fitted,
-            )
+            fit = partial(_fit_share, depth=self.prefetch, score=self.progressive_score and fitted)
             results = self._pool.run(fit, estimator, shares)
             rows = [sum(r.rows for r in result.reports) for result in results]
             estimator = average_replicas(estimator, [r.estimator for r in results], rows)
@@ -317,6 +307,7 @@ class ParallelIncremental(Incremental):
                 state.training_total = BlockScorer.merge(state.training_total, result.score_total)
             self._report_round(state, results)
             state.position = positions.stop
+            checkpoint = run.checkpoint
             if checkpoint and checkpoint.every and state.position - saved_at >= checkpoint.every:
                 checkpoint.save(estimator, state)
                 saved_at = state.position

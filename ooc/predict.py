@@ -27,6 +27,7 @@ from .layout import DEFAULT_BLOCK_ROWS, ParquetSource, inspect_parquet
 
 __all__ = [
     "PredictionJob",
+    "PredictionStep",
     "predict_file",
     "predict_parquet",
     "prediction_graph",
@@ -159,15 +160,17 @@ def join_parts(job: PredictionJob, *written) -> bool:
     """Join the parts of a many-block job into its output, one row group per part.
 
     ``written`` (the parts' results) only orders this after them in a dask graph.
+    Returns True if the output was written, False if it was complete already.
     """
-    if not parquet_has_rows(job.dest, job.rows):
+    joined = not parquet_has_rows(job.dest, job.rows)
+    if joined:
         parts = [job.part(i) for i in range(job.n_blocks)]
         schema = pq.read_schema(parts[0])
         with atomic_path(job.dest) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             for part in parts:
                 writer.write_table(pq.read_table(part))
     shutil.rmtree(job.parts_dir, ignore_errors=True)
-    return True
+    return joined
 
 
 def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
@@ -207,20 +210,55 @@ def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
     return True
 
 
-def prediction_graph(model, jobs: list[PredictionJob], method: str = "predict") -> list:
-    """One delayed result per job: a task per one-block file, and for a many-block file a
-    task per run of blocks (see :meth:`ParquetSource.runs`) and one that joins them, so a
-    large file keeps every core busy."""
+@dataclass(frozen=True)
+class PredictionStep:
+    """One task of a prediction graph: it predicts ``blocks`` blocks of ``job`` (0 for the
+    task that joins a many-block job's parts); the ``final`` step of a job writes its
+    output and gives True if it did (False: the output was complete already)."""
+
+    job: PredictionJob
+    task: object  # dask.delayed.Delayed
+    blocks: int
+    final: bool
+
+
+def _direct(func, *args):
+    return func(*args)
+
+
+def prediction_graph(
+    model, jobs: list[PredictionJob], method: str = "predict", *, call=_direct
+) -> list[PredictionStep]:
+    """The tasks that predict ``jobs``: one per one-block file, and for a many-block file
+    one per run of blocks (see :meth:`ParquetSource.runs`) and one that joins them, so a
+    large file keeps every core busy.
+
+    Parameters
+    ----------
+    call : callable, optional
+        Runs each step as ``call(func, *args)`` where it runs (e.g. to retry transient
+        failures); by default ``func(*args)``.
+
+    Returns
+    -------
+    list of PredictionStep
+        Every task, the joins after the parts they join; computing them all predicts.
+    """
     _check_method(method)
     shared = dask.delayed(model)  # shipped once per worker, not once per task
-    results = []
+    run = dask.delayed(call, pure=False)
+    steps = []
     for job in jobs:
         if job.n_blocks <= 1:
-            results.append(dask.delayed(predict_file)(shared, job, method))
+            steps.append(PredictionStep(job, run(predict_file, shared, job, method), 1, True))
             continue
-        parts = [dask.delayed(predict_parts)(shared, job, run, method) for run in job.source.runs()]
-        results.append(dask.delayed(join_parts)(job, *parts))
-    return results
+        parts = [
+            PredictionStep(job, run(predict_parts, shared, job, blocks, method), len(blocks), False)
+            for blocks in job.source.runs()
+        ]
+        join = run(join_parts, job, *(p.task for p in parts))
+        steps += [*parts, PredictionStep(job, join, 0, True)]
+    return steps
 
 
 def clear_leftovers(jobs: list[PredictionJob]) -> list[Path]:
@@ -262,5 +300,5 @@ def predict_parquet(
     """
     jobs = prediction_jobs(source, dest, features, target, block_rows=block_rows)
     clear_leftovers(jobs)
-    dask.compute(*prediction_graph(model, jobs, method))
+    dask.compute(*(step.task for step in prediction_graph(model, jobs, method)))
     return jobs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 import threading
 import time
 
@@ -366,6 +368,11 @@ def test_same_model_on_a_distributed_cluster(clf_dir, dask_client):
         local = Incremental(SGDClassifier(random_state=0)).fit(X, y, classes=CLASSES)
     assert_array_equal(on_cluster.coef_, local.coef_)
     assert_array_equal(on_cluster.predict(X).compute(), local.predict(X).compute())
+    for scoring in (None, "roc_auc", "f1"):  # score graphs run on worker processes
+        on_cluster.set_params(scoring=scoring)
+        with dask.config.set(scheduler="sync"):
+            want = on_cluster.score(X, y)
+        assert on_cluster.score(X, y) == want
 
 
 # -- early stopping -------------------------------------------------------------------------
@@ -560,3 +567,380 @@ def test_progressive_score_equals_a_manual_test_then_train_loop(clf_dir):
     assert inc.training_scores_ == pytest.approx(scores, abs=0)
     assert all(r.load_started <= r.fit_started for r in reports)
     assert [r.fit_started for r in reports] == sorted(r.fit_started for r in reports)
+
+
+def test_numeric_parameters_refuse_bools_and_out_of_range_values():
+    X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    for name, bad in [
+        ("n_epochs", True),
+        ("n_epochs", 1.0),
+        ("prefetch", -1),
+        ("n_iter_no_change", 0),
+        ("checkpoint_every", 0),
+    ]:
+        with pytest.raises(ValueError, match=rf"{name} must be (None or )?an int >= \d, got {bad}"):
+            Incremental(SGDClassifier(), **{name: bad}).fit(X, y)
+
+
+# -- progress: what a progress bar needs ------------------------------------------------------
+
+
+def test_block_reports_count_training_blocks_only(clf_dir):
+    X, y = read_by_file(clf_dir)
+    reports = []
+    Incremental(
+        SGDClassifier(random_state=0),
+        n_epochs=3,
+        early_stopping=True,
+        validation_fraction=0.34,
+        n_iter_no_change=10,  # every epoch runs
+        random_state=0,
+        block_callback=reports.append,
+    ).fit(X, y, classes=CLASSES)
+    n_train = X.numblocks[0] - round(0.34 * X.numblocks[0])
+    assert {r.n_positions for r in reports} == {n_train}
+    assert {r.blocks_total for r in reports} == {3 * n_train}
+    assert [r.blocks_done for r in reports] == list(range(1, 3 * n_train + 1))
+
+
+def test_block_report_is_built_by_keyword():
+    with pytest.raises(TypeError):
+        ooc.BlockReport(0, 0, 1, 1, 0, 10, 0.0, 0.0, 0.0, 10, 0.0, 0.0)
+
+
+# -- partial_fit: in order, adding to the history -----------------------------------------------
+
+
+def test_partial_fit_streams_in_order_and_adds_to_the_history(clf_dir):
+    X, y = read_by_file(clf_dir)
+    reports = []
+    inc = Incremental(
+        SGDClassifier(random_state=0),
+        shuffle_blocks=True,
+        random_state=0,
+        progressive_score=True,
+        block_callback=reports.append,
+    )
+    inc.partial_fit(X, y, classes=CLASSES).partial_fit(X, y, classes=CLASSES)
+    assert [r.block for r in reports] == 2 * list(range(X.numblocks[0]))
+    manual = SGDClassifier(random_state=0)
+    for _ in range(2):
+        for Xb, yb in _file_blocks(clf_dir, "y"):
+            manual.partial_fit(Xb, yb, classes=CLASSES)
+    assert_array_equal(inc.coef_, manual.coef_)
+    assert len(inc.training_scores_) == 2 and inc.n_epochs_ == 2
+    assert inc.n_samples_seen_ == 2 * X.shape[0]
+
+
+# -- scipy.sparse blocks ------------------------------------------------------------------------
+
+
+def _sparse_data():
+    """A dask array of CSR blocks, one of them empty, and the same rows in memory."""
+    import scipy.sparse as sp
+
+    Xs = sp.random(600, 8, density=0.3, format="csr", random_state=0)
+    y = (np.asarray(Xs.sum(axis=1)).ravel() > 1.2).astype(int)
+    chunks = ((200, 0, 250, 150), (8,))
+    X = da.from_array(Xs, chunks=chunks, asarray=False)
+    assert isinstance(X.blocks[1].compute(), sp.csr_matrix) and X.blocks[1].shape[0] == 0
+    return X, da.from_array(y, chunks=chunks[0]), Xs, y
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function"])
+def test_prediction_on_sparse_blocks_equals_in_memory(method):
+    X, y, Xs, ys = _sparse_data()
+    inc = Incremental(SGDClassifier(loss="log_loss", random_state=0)).fit(X, y, classes=CLASSES)
+    out = getattr(inc, method)(X)
+    assert out.chunks[0] == X.chunks[0]
+    assert_allclose(out.compute(), getattr(inc.estimator_, method)(Xs), rtol=1e-12)
+
+
+def test_transform_score_and_evaluate_on_sparse_blocks():
+    X, y, Xs, ys = _sparse_data()
+    km = Incremental(MiniBatchKMeans(n_clusters=3, n_init=1, random_state=0)).fit(X)
+    assert_allclose(km.transform(X).compute(), km.estimator_.transform(Xs), rtol=1e-12)
+    assert km.score(X) == pytest.approx(km.estimator_.score(Xs), rel=1e-9)
+    clf = Incremental(SGDClassifier(loss="log_loss", random_state=0)).fit(X, y, classes=CLASSES)
+    assert clf.score(X, y) == pytest.approx(clf.estimator_.score(Xs, ys))
+    metrics = ooc.evaluate(clf, X, y)
+    assert metrics["n_samples"] == 600
+    assert metrics["accuracy"] == pytest.approx(clf.estimator_.score(Xs, ys))
+
+
+# -- *_meta: no probe on a row of zeros -------------------------------------------------------
+
+
+class _RefusesZeroRows(BaseEstimator, ClassifierMixin):
+    """A classifier whose predict and predict_proba refuse a row of zeros (as some do)."""
+
+    def partial_fit(self, X, y, classes=None):
+        self.classes_ = np.asarray(classes)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _check(self, X):
+        X = np.asarray(X)
+        if not np.abs(X).sum(axis=1).all():
+            raise ValueError("a row of zeros has no direction")
+        return X
+
+    def predict(self, X):
+        return (self._check(X)[:, 0] > 0).astype(np.int64)
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-self._check(X)[:, 0]))
+        return np.column_stack([1 - p, p])
+
+
+def _nonzero_data():
+    rng = np.random.default_rng(0)
+    Xn = rng.normal(size=(300, 3)) + 5.0
+    return da.from_array(Xn, chunks=(100, 3)), da.from_array(np.arange(300) % 2, chunks=100), Xn
+
+
+def test_an_estimator_that_fails_the_probe_asks_for_the_meta():
+    X, y, _ = _nonzero_data()
+    inc = Incremental(_RefusesZeroRows()).fit(X, y, classes=CLASSES)
+    with pytest.raises(ValueError, match=r"one row of zeros.*predict_meta=numpy.empty\(\(0,\)"):
+        inc.predict(X)
+
+
+def test_given_meta_is_used_instead_of_a_probe():
+    X, y, Xn = _nonzero_data()
+    inc = Incremental(
+        _RefusesZeroRows(),
+        predict_meta=np.empty((0,), dtype=np.int64),
+        predict_proba_meta=np.empty((0, 2)),
+    ).fit(X, y, classes=CLASSES)
+    pred, proba = inc.predict(X), inc.predict_proba(X)
+    assert pred.dtype == np.int64 and proba.chunks == (X.chunks[0], (2,))
+    assert_array_equal(pred.compute(), inc.estimator_.predict(Xn))
+    assert_allclose(proba.compute(), inc.estimator_.predict_proba(Xn))
+    frame = dd.from_dask_array(X, columns=["a", "b", "c"])
+    assert_array_equal(inc.predict(frame).compute().to_numpy(), inc.estimator_.predict(Xn))
+    labelled = inc.set_params(predict_proba_meta=pd.DataFrame({"no": [0.0], "yes": [0.0]}))
+    assert list(labelled.predict_proba(frame).compute().columns) == ["no", "yes"]
+
+
+def test_a_meta_without_the_output_width_is_refused():
+    X, y, _ = _nonzero_data()
+    inc = Incremental(_RefusesZeroRows(), predict_proba_meta=np.empty((0, 0)))
+    with pytest.raises(ValueError, match=r"predict_proba_meta must be an empty array shaped like"):
+        inc.fit(X, y, classes=CLASSES).predict_proba(X)
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+
+def _scorer(name):
+    from sklearn.metrics import get_scorer
+
+    return get_scorer(name)
+
+
+@pytest.mark.parametrize("name", ["accuracy", "neg_log_loss", "roc_auc", "roc_auc_ovr"])
+def test_exact_classifier_scorers_equal_sklearn_on_all_rows(clf_dir, name):
+    X, y = read_by_file(clf_dir)
+    inc = Incremental(SGDClassifier(loss="log_loss", random_state=0), scoring=name)
+    pipe = make_pipeline(StandardScaler(), inc).fit(X, y, incremental__classes=CLASSES)
+    want = _scorer(name)(pipe, X.compute(), y.compute())
+    # The AUCs come from 2**14-bin histograms: exact up to the pairs sharing a bin.
+    assert pipe.score(X, y) == pytest.approx(want, rel=1e-9, abs=1e-3 if "auc" in name else 0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["r2", "neg_mean_squared_error", "neg_root_mean_squared_error", "neg_mean_absolute_error"],
+)
+def test_exact_regressor_scorers_equal_sklearn_on_all_rows(reg_dir, name):
+    X, y = read_by_file(reg_dir)
+    inc = Incremental(SGDRegressor(random_state=0), scoring=name).fit(X, y)
+    want = _scorer(name)(inc.estimator_, X.compute(), y.compute())
+    assert inc.score(X, y) == pytest.approx(want, rel=1e-9)
+
+
+def test_other_scorers_are_the_row_weighted_mean_of_block_scores():
+    from sklearn.metrics import f1_score, make_scorer
+
+    X, y, Xs, ys = _sparse_data()  # blocks of 200, 0, 250 and 150 rows
+    for scoring in ("f1", make_scorer(f1_score)):
+        inc = Incremental(SGDClassifier(random_state=0), scoring=scoring)
+        inc.fit(X, y, classes=CLASSES)
+        rows = [0, 200, 450, 600]
+        blocks = [(Xs[a:b], ys[a:b]) for a, b in zip(rows[:-1], rows[1:], strict=True) if b > a]
+        f1 = [f1_score(yb, inc.estimator_.predict(Xb)) * len(yb) for Xb, yb in blocks]
+        assert inc.score(X, y) == pytest.approx(sum(f1) / 600, rel=1e-12)
+
+
+def test_a_callable_scorer_is_used_as_is(clf_dir):
+    X, y = read_by_file(clf_dir)
+
+    def balanced_error(estimator, X, y):  # a scorer: (estimator, X, y) -> float
+        return -float(np.mean(estimator.predict(X) != y))
+
+    inc = Incremental(SGDClassifier(random_state=0), scoring=balanced_error)
+    inc.fit(X, y, classes=CLASSES)
+    assert inc.score(X, y) == pytest.approx(-1 + inc.estimator_.score(X.compute(), y.compute()))
+    assert inc.score(X.compute(), y.compute()) == pytest.approx(inc.score(X, y))
+
+
+def test_scoring_drives_early_stopping_and_progressive_score(clf_dir):
+    X, y = read_by_file(clf_dir)
+    inc = Incremental(
+        SGDClassifier(loss="log_loss", random_state=0),
+        scoring="neg_log_loss",
+        n_epochs=3,
+        early_stopping=True,
+        validation_fraction=0.34,
+        n_iter_no_change=10,
+        progressive_score=True,
+        random_state=0,
+    ).fit(X, y, classes=CLASSES)
+    assert all(s < 0 for s in inc.validation_scores_ + inc.training_scores_)
+    _, held = inc._split_blocks(X.numblocks[0], 0)
+    Xv = da.concatenate([X.blocks[i] for i in held]).compute()
+    yv = da.concatenate([y.blocks[i] for i in held]).compute()
+    want = _scorer("neg_log_loss")(inc.estimator_, Xv, yv)
+    assert inc.best_validation_score_ == pytest.approx(want, rel=1e-9)
+
+
+def test_scoring_is_a_parameter():
+    inc = Incremental(SGDClassifier(), "accuracy")  # dask-ml's position
+    assert inc.get_params()["scoring"] == "accuracy"
+    assert clone(inc.set_params(scoring="f1")).scoring == "f1"
+
+
+def test_a_metric_passed_as_scoring_is_refused_with_the_fix():
+    from sklearn.metrics import accuracy_score
+
+    def my_metric(y_true, y_pred):
+        return 0.0
+
+    X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    for metric, name in ((accuracy_score, "accuracy_score"), (my_metric, "my_metric")):
+        message = rf"scoring={name} is a metric.*make_scorer\({name}\)"
+        with pytest.raises(ValueError, match=message):
+            Incremental(SGDClassifier(), scoring=metric).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "scoring, message",
+    [
+        ("acuracy", "'acuracy' is not a valid scoring value"),
+        (["accuracy"], "scoring must be None, a scorer name"),
+        ("neg_log_loss", "needs predict_proba, which SGDClassifier does not have"),
+    ],
+)
+def test_bad_scoring_is_refused_before_the_fit(scoring, message):
+    X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Incremental(SGDClassifier(loss="hinge"), scoring=scoring).fit(X, y)
+
+
+def test_lazy_score(clf_dir):
+    X, y = read_by_file(clf_dir)
+    inc = Incremental(SGDClassifier(random_state=0), scoring="accuracy")
+    inc.fit(X, y, classes=CLASSES)
+    for args in ((X, y), (X.compute(), y.compute())):
+        lazy = inc.score(*args, compute=False)
+        assert dask.is_dask_collection(lazy)
+        assert lazy.compute() == inc.score(*args)
+    assert isinstance(inc.score(X, y), float)
+
+
+# -- checkpoints: every parameter, the fit arguments, and a damaged file --------------------------
+
+
+def _small_data(n=600, chunk=200):
+    rng = np.random.default_rng(0)
+    Xn = rng.normal(size=(n, 4))
+    yn = (Xn[:, 0] > 0).astype(int)
+    return da.from_array(Xn, chunks=(chunk, 4)), da.from_array(yn, chunks=chunk)
+
+
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        # sklearn's repr shows the first and last elements of a long tuple only
+        (
+            {"estimator": MLPClassifier(hidden_layer_sizes=(4,) * 30 + (3,) + (4,) * 30)},
+            {"estimator": MLPClassifier(hidden_layer_sizes=(4,) * 61)},
+        ),
+        ({"validation_fraction": 0.34}, {"validation_fraction": 0.5}),
+        ({"random_state": 0}, {"random_state": 1}),
+        ({"scoring": "accuracy"}, {"scoring": "neg_log_loss"}),
+    ],
+)
+def test_checkpoint_of_other_parameters_is_refused(tmp_path, first, then):
+    X, y = _small_data()
+    ckpt = tmp_path / "fit.ckpt"
+    base = dict(
+        estimator=MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0),
+        early_stopping=True,
+        validation_fraction=0.34,
+        random_state=0,
+        checkpoint_path=ckpt,
+    )
+    if "estimator" in first:
+        assert repr(first["estimator"]) == repr(then["estimator"])
+    Incremental(**{**base, **first}).fit(X, y, classes=CLASSES)
+    key = next(iter(then))
+    with pytest.raises(
+        ValueError, match=rf"Checkpoint .*fit.ckpt was written by a different fit.*{key}"
+    ):
+        Incremental(**{**base, **then}).fit(X, y, classes=CLASSES)
+
+
+def test_checkpoint_with_other_classes_is_refused(tmp_path):
+    X, y = _small_data()
+    ckpt = tmp_path / "fit.ckpt"
+    Incremental(SGDClassifier(), checkpoint_path=ckpt).fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match=r"different fit \(fit_kwargs"):
+        Incremental(SGDClassifier(), checkpoint_path=ckpt).fit(X, y, classes=[0, 1, 2])
+
+
+def test_checkpoint_resumes_with_another_prefetch_or_callback(tmp_path):
+    X, y = _small_data()
+    ckpt = tmp_path / "fit.ckpt"
+    first = Incremental(SGDClassifier(random_state=0), checkpoint_path=ckpt, prefetch=2)
+    first.fit(X, y, classes=CLASSES)
+    again = Incremental(
+        SGDClassifier(random_state=0), checkpoint_path=ckpt, prefetch=0, block_callback=print
+    ).fit(X, y, classes=CLASSES)
+    assert again.resumed_from_ == (1, 0)
+    assert_array_equal(again.coef_, first.coef_)
+
+
+def test_a_damaged_checkpoint_names_the_file_and_the_fix(tmp_path):
+    X, y = _small_data()
+    ckpt = tmp_path / "fit.ckpt"
+    Incremental(SGDClassifier(), checkpoint_path=ckpt).fit(X, y, classes=CLASSES)
+    ckpt.write_bytes(ckpt.read_bytes()[:50])  # a truncated write
+    with pytest.raises(ValueError, match=r"Checkpoint .*fit.ckpt cannot be read.*Delete it"):
+        Incremental(SGDClassifier(), checkpoint_path=ckpt).fit(X, y, classes=CLASSES)
+
+
+class _BreaksPickleOnBlock(SGDClassifier):
+    """An SGDClassifier that cannot be pickled once it has fitted ``block`` blocks."""
+
+    def __init__(self, block=3, **params):
+        super().__init__(**params)
+        self.block = block
+
+    def partial_fit(self, X, y, classes=None):
+        self.fitted_blocks_ = getattr(self, "fitted_blocks_", 0) + 1
+        if self.fitted_blocks_ == self.block:
+            self.lock_ = threading.Lock()
+        return super().partial_fit(X, y, classes=classes)
+
+
+def test_a_failed_checkpoint_write_keeps_the_last_checkpoint_and_leaves_nothing(tmp_path):
+    X, y = _small_data(n=1_000)
+    ckpt = tmp_path / "fit.ckpt"
+    inc = Incremental(_BreaksPickleOnBlock(block=3), checkpoint_path=ckpt, checkpoint_every=2)
+    with pytest.raises(TypeError, match="pickle"):
+        inc.fit(X, y, classes=CLASSES)
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.ckpt"]  # no temporary file left
+    saved = pickle.loads(ckpt.read_bytes())  # the checkpoint of block 2, intact
+    assert saved["state"].position == 2 and saved["estimator"].fitted_blocks_ == 2

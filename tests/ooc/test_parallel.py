@@ -16,7 +16,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ooc import Incremental, ParallelIncremental
-from ooc.averaging import average_replicas
+from ooc.averaging import TESTED_SKLEARN, average_replicas, check_state, state_attributes
 
 CLASSES = [0, 1]
 
@@ -161,12 +161,77 @@ def test_an_estimator_that_cannot_be_averaged_is_refused():
         ParallelIncremental(GaussianNB()).fit(X, y, classes=CLASSES)
 
 
-@pytest.mark.parametrize("name, value", [("sync_every", 0), ("n_replicas", 1.5)])
+@pytest.mark.parametrize(
+    "name, value", [("sync_every", 0), ("n_replicas", 1.5), ("n_replicas", True)]
+)
 def test_bad_parameters_are_refused(name, value):
     X, y, *_ = _data("classification", n=4_000)
     model = ParallelIncremental(SGDClassifier(), **{name: value})
     with pytest.raises(ValueError, match=f"{name} must be None or an int >= 1"):
         model.fit(X, y, classes=CLASSES)
+
+
+# -- scikit-learn's private state, read by averaging ------------------------------------
+
+STATES = {
+    "sgd": (SGDClassifier(random_state=0), "classification"),
+    "sgd-averaged": (SGDClassifier(average=True, random_state=0), "classification"),
+    "sgd-regressor-averaged": (SGDRegressor(average=True, random_state=0), "regression"),
+    "perceptron": (Perceptron(random_state=0), "classification"),
+    "mlp-adam": (MLPClassifier(hidden_layer_sizes=(4,), random_state=0), "classification"),
+    "mlp-sgd-momentum": (
+        MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", momentum=0.9, random_state=0),
+        "regression",
+    ),
+    "minibatch-kmeans": (MiniBatchKMeans(3, n_init=1, random_state=0), "blobs"),
+}
+
+
+def _fitted(name):
+    estimator, kind = STATES[name]
+    _, _, X, y = _data(kind, n=300)
+    if kind == "blobs":
+        return copy.deepcopy(estimator).partial_fit(X)
+    return copy.deepcopy(estimator).partial_fit(X, y, **_fit_kwargs(kind))
+
+
+@pytest.mark.parametrize("name", list(STATES))
+def test_the_installed_scikit_learn_has_the_state_averaging_reads(name):
+    """Fails on a scikit-learn release that renamed or dropped one of these attributes."""
+    estimator = _fitted(name)
+    check_state(estimator)
+    private = [a for a in state_attributes(estimator) if a.startswith("_")]
+    assert bool(private) == (name not in {"sgd", "perceptron"}), private
+
+
+def test_a_replica_without_its_state_fails_loudly():
+    import sklearn
+
+    estimator = _fitted("sgd-averaged")
+    replica = copy.deepcopy(estimator)
+    del replica._average_coef  # as a scikit-learn release without it would leave it
+    message = (
+        rf"SGDClassifier._average_coef, but this SGDClassifier \(scikit-learn "
+        rf"{sklearn.__version__}\) has no such attribute.*Pin scikit-learn.*ooc.Incremental"
+    )
+    with pytest.raises(TypeError, match=message):
+        average_replicas(estimator, [replica, copy.deepcopy(estimator)], rows=[1, 1])
+    mlp = _fitted("mlp-adam")
+    del mlp._optimizer.vs
+    with pytest.raises(TypeError, match=r"MLPClassifier._optimizer.vs"):
+        check_state(mlp)
+
+
+def test_pyproject_bounds_scikit_learn_to_the_tested_releases():
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.specifiers import SpecifierSet
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert f"scikit-learn{TESTED_SKLEARN}" in pyproject["project"]["dependencies"]
+    assert version("scikit-learn") in SpecifierSet(TESTED_SKLEARN)
 
 
 # -- fitting --------------------------------------------------------------------------
@@ -218,6 +283,27 @@ def test_replicas_really_fit_different_blocks():
     # Block 0 alone initialises the model; then rounds of 2 blocks per replica.
     assert [r.replica for r in reports] == [0, 0, 1, 0, 1, 0, 1, 0]
     assert reports[-1].n_samples_seen == 16_000
+
+
+def test_same_model_from_threads_and_from_in_process_workers():
+    from distributed import Client, LocalCluster
+
+    X, y, *_ = _data("classification", n=24_000)
+    params = dict(n_replicas=2, sync_every=2, random_state=3, shuffle_blocks=True, n_epochs=2)
+    threads = ParallelIncremental(SGDClassifier(random_state=0), **params)
+    threads.fit(X, y, classes=CLASSES)
+    # In-process workers share this process's objects: each replica must copy the model.
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        for _ in range(2):
+            in_process = ParallelIncremental(SGDClassifier(random_state=0), **params)
+            in_process.fit(X, y, classes=CLASSES)
+            assert_array_equal(in_process.coef_, threads.coef_)
+            assert_array_equal(in_process.intercept_, threads.intercept_)
 
 
 def test_same_model_from_threads_and_from_cluster_workers(dask_cluster):
@@ -283,6 +369,16 @@ def test_progressive_score_and_early_stopping():
     assert model.n_epochs_ == 2
     assert len(model.training_scores_) == len(model.validation_scores_) == 2
     assert all(0.7 < s <= 1.0 for s in model.training_scores_ + model.validation_scores_)
+
+
+def test_scoring_of_a_parallel_fit():
+    X, y, Xn, yn = _data("classification", n=8_000)
+    model = ParallelIncremental(SGDClassifier(random_state=0), "f1", n_replicas=2)
+    model.fit(X, y, classes=CLASSES)
+    assert model.get_params()["scoring"] == "f1"
+    assert model.score(X, y) == pytest.approx(model.score(Xn, yn), abs=0.01)
+    lazy = model.score(X, y, compute=False)
+    assert lazy.compute() == model.score(X, y)
 
 
 @parametrize_with_checks([ParallelIncremental(SGDClassifier(random_state=0), n_epochs=5)])

@@ -178,6 +178,21 @@ def test_read_parquet_matches_sklearn(clf_dir, name):
     assert_allclose(Xt.compute(), ref.transform(X_mem), rtol=RTOL, atol=ATOL_OUT)
 
 
+@pytest.mark.parametrize("name", ["standard", "minmax"])
+def test_integer_parquet_columns_match_sklearn(tmp_path, name):
+    ours_cls, ref_cls, attrs = PAIRS[name]
+    rng = np.random.default_rng(0)
+    for i in range(3):  # int64 columns: the statistics pass used to say "not inexact"
+        columns = {c: rng.integers(-1_000, 1_000, 500) for c in FEATURES}
+        pd.DataFrame(columns).to_parquet(tmp_path / f"part-{i}.parquet")
+    X, _ = ooc.read_parquet(tmp_path, target=None, block_rows=500)
+    assert X.numblocks[0] == 3
+    X_mem = X.compute()
+    ours, ref = ours_cls().fit(X), ref_cls().fit(X_mem.astype(np.float64))
+    assert_same_fit(ours, ref, attrs)
+    assert_allclose(ours.transform(X).compute(), ref.transform(X_mem), rtol=RTOL, atol=ATOL_OUT)
+
+
 @pytest.mark.parametrize("kind", ["numpy", "dask_rows", "dask_cols", "dask_frame"])
 @pytest.mark.parametrize("offset", [1e6, 1e9])
 def test_standard_scaler_large_offset_is_stable(kind, offset):
