@@ -37,6 +37,8 @@ _EXPORTS = {
     "prediction_jobs": "predict",
     "MinMaxScaler": "preprocessing",
     "StandardScaler": "preprocessing",
+    "HyperbandSearchCV": "search",
+    "SuccessiveHalvingSearchCV": "search",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

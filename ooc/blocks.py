@@ -347,3 +347,39 @@ def compute_blocks(*blocks, scheduler=None):
     for i, value in zip(lazy, values, strict=True):
         out[i] = value
     return tuple(out)
+
+
+# -- rules shared by every streaming fit (Incremental, ParallelIncremental, the searches) ----
+
+
+def split_validation(n_blocks: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training and held-out block indices: ``round(fraction * n_blocks)`` held out, at
+    least one and never all, drawn from ``seed``."""
+    n_val = min(n_blocks - 1, max(1, round(fraction * n_blocks)))
+    held = set(np.random.default_rng([seed, 1]).choice(n_blocks, n_val, replace=False))
+    return [i for i in range(n_blocks) if i not in held], sorted(int(i) for i in held)
+
+
+def epoch_order(blocks, seed: int, epoch: int, shuffle: bool) -> list[int]:
+    """The blocks in the order of ``epoch``: as given, or shuffled from ``(seed, epoch)``."""
+    if not shuffle:
+        return list(blocks)
+    return [int(i) for i in np.random.default_rng([seed, 2, epoch]).permutation(list(blocks))]
+
+
+def standalone(block):
+    """A block's own graph only: ``to_delayed`` blocks carry the whole collection's, which
+    a task shipped to a worker should not."""
+    if not isinstance(block, Delayed):
+        return block
+    return Delayed(block.key, dict(block.__dask_graph__().cull({block.key})))
+
+
+def current_client():
+    """The current ``dask.distributed`` client, or None (threads of this process)."""
+    from distributed import default_client  # here: importing distributed is slow
+
+    try:
+        return default_client()
+    except ValueError:
+        return None

@@ -28,9 +28,11 @@ from .blocks import (
     aligned_row_blocks,
     apply_blockwise,
     compute_blocks,
+    epoch_order,
     is_dask_collection,
     n_rows,
     prefetch,
+    split_validation,
 )
 from .checkpoint import Checkpoint, comparable
 from .metrics import BlockScorer
@@ -388,14 +390,10 @@ class Incremental(MetaEstimatorMixin, BaseEstimator):
                 f"early_stopping holds out whole blocks, so X needs at least 2 blocks; it has "
                 f"{n_blocks}. Rechunk X into more blocks or set early_stopping=False."
             )
-        n_val = min(n_blocks - 1, max(1, round(self.validation_fraction * n_blocks)))
-        held = set(np.random.default_rng([seed, 1]).choice(n_blocks, n_val, replace=False))
-        return [i for i in range(n_blocks) if i not in held], sorted(int(i) for i in held)
+        return split_validation(n_blocks, self.validation_fraction, seed)
 
     def _order(self, train: list[int], seed: int, epoch: int) -> list[int]:
-        if not self.shuffle_blocks:
-            return train
-        return [int(i) for i in np.random.default_rng([seed, 2, epoch]).permutation(train)]
+        return epoch_order(train, seed, epoch, self.shuffle_blocks)
 
     def _stream(self, X, y, fit_kwargs, estimator, *, epochs: int, one_pass: bool = False):
         if y is None and get_tags(estimator).target_tags.required:

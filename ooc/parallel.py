@@ -18,12 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 
-from dask.delayed import Delayed
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from .averaging import average_replicas, check_averageable
-from .blocks import compute_blocks, prefetch
+from .blocks import compute_blocks, current_client, prefetch, standalone
 from .incremental import BlockReport, Incremental, Step, check_count, fit_block
 from .metrics import BlockScorer
 
@@ -72,16 +71,9 @@ def _items(run, order: list[int], positions) -> list[tuple]:
     of the rest of the collection."""
     x, y = run.xb.blocks, run.yb.blocks if run.yb else None
     return [
-        (p, order[p], _standalone(x[order[p]]), _standalone(y[order[p]]) if y else None)
+        (p, order[p], standalone(x[order[p]]), standalone(y[order[p]]) if y else None)
         for p in positions
     ]
-
-
-def _standalone(block):
-    """A block's own graph only: ``to_delayed`` blocks carry the whole collection's."""
-    if not isinstance(block, Delayed):
-        return block
-    return Delayed(block.key, dict(block.__dask_graph__().cull({block.key})))
 
 
 def _is_fitted(estimator) -> bool:
@@ -138,18 +130,9 @@ class _Workers:
         pass
 
 
-def _current_client():
-    from distributed import default_client  # here: importing distributed is slow
-
-    try:
-        return default_client()
-    except ValueError:
-        return None
-
-
 @contextmanager
 def _replicas(n_replicas: int | None):
-    client = _current_client()
+    client = current_client()
     pool = (
         _Workers(client, n_replicas)
         if client is not None
