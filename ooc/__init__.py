@@ -39,6 +39,10 @@ _EXPORTS = {
     "StandardScaler": "preprocessing",
     "HyperbandSearchCV": "search",
     "SuccessiveHalvingSearchCV": "search",
+    "OnePass": "onepass",
+    "column_tokens": "onepass",
+    "StatsCache": "statcache",
+    "LinearFold": "fastpath",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -48,6 +48,12 @@ class DatasetSpec:
         Seed of the whole dataset.
     n_classes : int
         Classes for "classification", cluster centres for "blobs".
+    n_categorical : int
+        Number of string columns ``c0 .. c{n_categorical-1}`` (see
+        :func:`generate_dataset`); 0 gives exactly the data of earlier versions.
+    missing_rate : float
+        Share of the numeric feature values that are missing (null), in [0, 1); the
+        string columns have half as many.
     """
 
     n_rows: int
@@ -57,9 +63,17 @@ class DatasetSpec:
     dtype: str = "float64"
     seed: int = 0
     n_classes: int = 2
+    n_categorical: int = 0
+    missing_rate: float = 0.0
 
     def __post_init__(self):
-        minimums = {"n_rows": 1, "n_features": 1, "chunk_rows": 1, "n_classes": 2}
+        minimums = {
+            "n_rows": 1,
+            "n_features": 1,
+            "chunk_rows": 1,
+            "n_classes": 2,
+            "n_categorical": 0,
+        }
         for name, minimum in minimums.items():
             value = getattr(self, name)
             ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -67,6 +81,10 @@ class DatasetSpec:
             object.__setattr__(self, name, int(value))
         _require(self.task in TASKS, "task", f"one of {TASKS}", self.task)
         _require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
+        rate = self.missing_rate
+        ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and 0 <= rate < 1
+        _require(ok, "missing_rate", "a number in [0, 1)", rate)
+        object.__setattr__(self, "missing_rate", float(rate))
 
     @property
     def n_partitions(self) -> int:
@@ -82,6 +100,14 @@ class DatasetSpec:
     @property
     def feature_names(self) -> list[str]:
         return [f"x{j}" for j in range(self.n_features)]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [f"c{k}" for k in range(self.n_categorical)]
+
+    def n_categories(self, k: int) -> int:
+        """Distinct values of string column ``c{k}``: 3, 12, 48, 192, then 400."""
+        return min(3 * 4**k, 400)
 
 
 @dataclass
@@ -111,9 +137,65 @@ def _dataset_constants(spec: DatasetSpec) -> dict[str, np.ndarray]:
     }
 
 
+def _category_constants(spec: DatasetSpec) -> list[dict[str, np.ndarray]]:
+    """Each string column's values, their frequencies and their effect on the target.
+
+    Frequencies are skewed (Zipf-like, the first value most common) and the last value
+    is rare (a thousandth of the least common other one). Drawn from their own stream, so
+    the numeric data is the same with or without string columns.
+    """
+    rng = np.random.default_rng([spec.seed, 2])
+    width = 1 if spec.task == "regression" else spec.n_classes
+    out = []
+    for k in range(spec.n_categorical):
+        n = spec.n_categories(k)
+        weights = 1.0 / np.arange(1, n + 1) ** 1.1
+        weights[-1] = weights[:-1].min() / 1000 if n > 1 else 1.0
+        out.append(
+            {
+                "values": np.array([f"v{i:03d}" for i in range(n)], dtype=object),
+                "p": weights / weights.sum(),
+                # Comparable to the numeric signal, so encoding them pays.
+                "effects": rng.normal(scale=2.0, size=(n, width)),
+            }
+        )
+    return out
+
+
 def _partition_table(spec: DatasetSpec, index: int) -> pa.Table:
     const = _dataset_constants(spec)
     rng = np.random.default_rng([spec.seed, 1, index])
+    n = spec.partition_rows(index)
+    codes, effect = [], 0.0
+    if spec.n_categorical:
+        cat_rng = np.random.default_rng([spec.seed, 3, index])
+        for column in _category_constants(spec):
+            code = cat_rng.choice(len(column["p"]), size=n, p=column["p"])
+            codes.append(code)
+            effect = effect + column["effects"][code].T
+    return _with_missing(spec, index, _numeric_table(spec, index, const, rng, effect), codes)
+
+
+def _with_missing(spec: DatasetSpec, index: int, table: pa.Table, codes) -> pa.Table:
+    """Add the string columns, and null out ``missing_rate`` of the feature values."""
+    if not spec.n_categorical and not spec.missing_rate:
+        return table
+    rng = np.random.default_rng([spec.seed, 4, index])
+    columns = {}
+    for name in spec.feature_names:
+        values = table.column(name).to_numpy()
+        mask = rng.random(len(values)) < spec.missing_rate if spec.missing_rate else None
+        columns[name] = pa.array(values, mask=mask)
+    for name, code, column in zip(
+        spec.categorical_names, codes, _category_constants(spec), strict=True
+    ):
+        mask = rng.random(len(code)) < spec.missing_rate / 2 if spec.missing_rate else None
+        columns[name] = pa.array(column["values"][code], type=pa.string(), mask=mask)
+    columns["y"] = table.column("y")
+    return pa.table(columns)
+
+
+def _numeric_table(spec: DatasetSpec, index: int, const, rng, effect) -> pa.Table:
     n = spec.partition_rows(index)
     # Feature-major layout: each feature is one contiguous row, i.e. one parquet column.
     if spec.task == "blobs":
@@ -122,6 +204,8 @@ def _partition_table(spec: DatasetSpec, index: int) -> pa.Table:
     else:
         z = rng.standard_normal((spec.n_features, n))
         signal = const["weights"].T @ z
+        if spec.n_categorical:  # the string columns move the target too
+            signal = signal + effect
         if spec.task == "classification":
             noise = rng.gumbel(scale=0.5, size=signal.shape)
             y = np.argmax(signal + noise, axis=0).astype(np.int64)
@@ -162,12 +246,13 @@ def write_partition(path: str | os.PathLike, spec: DatasetSpec, index: int) -> b
     if parquet_has_rows(target, spec.partition_rows(index)):
         return False
     table = _partition_table(spec, index)
+    # Random floats gain nothing from dictionary encoding, and plain pages read ~30%
+    # faster; the string columns are dictionary encoded.
+    dictionary = spec.categorical_names or False
     atomic_write(
         target,
-        # Random floats gain nothing from dictionary encoding, and plain pages read ~30%
-        # faster.
         lambda tmp: pq.write_table(
-            table, tmp, row_group_size=max(table.num_rows, 1), use_dictionary=False
+            table, tmp, row_group_size=max(table.num_rows, 1), use_dictionary=dictionary
         ),
     )
     return True
@@ -175,10 +260,17 @@ def write_partition(path: str | os.PathLike, spec: DatasetSpec, index: int) -> b
 
 def _manifest(spec: DatasetSpec) -> dict:
     schema = {name: spec.dtype for name in spec.feature_names}
+    schema.update({name: "string" for name in spec.categorical_names})
     schema["y"] = "float64" if spec.task == "regression" else "int64"
+    params = asdict(spec)
+    # Parameters added later are recorded only when used, so that a dataset generated
+    # before they existed keeps its manifest.
+    for name, default in (("n_categorical", 0), ("missing_rate", 0.0)):
+        if params[name] == default:
+            del params[name]
     return {
         "format": 1,
-        "params": asdict(spec),
+        "params": params,
         "n_rows": spec.n_rows,
         "schema": schema,
         "partitions": [
@@ -239,6 +331,8 @@ def generate_dataset(
     seed: int = 0,
     *,
     n_classes: int = 2,
+    n_categorical: int = 0,
+    missing_rate: float = 0.0,
 ) -> GeneratedDataset:
     """Write a synthetic dataset as parquet partitions, in parallel with dask.
 
@@ -247,11 +341,20 @@ def generate_dataset(
     A manifest ``_manifest.json`` records the parameters, row counts and schema.
     Re-running with the same arguments only writes the partitions that are missing.
 
+    Real tabular data: ``n_categorical`` string columns ``c0..c{k-1}`` (after the
+    numeric ones) with 3, 12, 48, 192 and then 400 distinct values ``"v000"...``, of
+    skewed frequencies (the first value most common, the last one rare); each value
+    moves the target (for "classification" and "regression"), so a model that encodes
+    them beats one that sees only the numbers. ``missing_rate`` of the numeric feature
+    values are missing (parquet nulls), and half that share of the string values; the
+    target is computed before values go missing. Both default to none, which gives the
+    same bytes as before they existed.
+
     Parameters
     ----------
     path : path-like
         Output directory; created if missing.
-    n_rows, n_features, chunk_rows, task, dtype, seed, n_classes
+    n_rows, n_features, chunk_rows, task, dtype, seed, n_classes, n_categorical, missing_rate
         See :class:`DatasetSpec`.
 
     Returns
@@ -264,8 +367,16 @@ def generate_dataset(
     >>> import ooc
     >>> info = ooc.generate_dataset("data/clf", n_rows=10**6, chunk_rows=10**5)  # doctest: +SKIP
     >>> X, y = ooc.read_parquet("data/clf")  # doctest: +SKIP
+    >>> info = ooc.generate_dataset(
+    ...     "data/shop", n_rows=10**5, n_categorical=3, missing_rate=0.05
+    ... )  # doctest: +SKIP
+    >>> X, y = ooc.read_parquet("data/shop")  # doctest: +SKIP
+    >>> list(X.columns)[-3:]  # doctest: +SKIP
+    ['c0', 'c1', 'c2']
     """
-    spec = DatasetSpec(n_rows, n_features, chunk_rows, task, dtype, seed, n_classes)
+    spec = DatasetSpec(
+        n_rows, n_features, chunk_rows, task, dtype, seed, n_classes, n_categorical, missing_rate
+    )
     root = prepare_dataset_dir(path, spec)
     wrote = dask.compute(
         *[dask.delayed(write_partition)(root, spec, i) for i in range(spec.n_partitions)]

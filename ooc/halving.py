@@ -338,12 +338,40 @@ def ranked(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=lambda c: (-np.nan_to_num(c.score, nan=-np.inf), c.id))
 
 
+@dataclass(frozen=True)
+class SegmentReport:
+    """Passed to a search's ``callback`` after each segment of the stream.
+
+    Attributes
+    ----------
+    blocks : int
+        Blocks every racing candidate has seen.
+    max_blocks : int
+        The budget: blocks the last candidate standing sees.
+    racing : int
+        Candidates still racing after this segment (pruned and stopped ones left).
+    scores : list of dict
+        The score checks of this segment (``history_`` entries).
+    """
+
+    blocks: int
+    max_blocks: int
+    racing: int
+    scores: list
+
+
 def race(
-    candidates: list[Candidate], blocks: Blocks, rules: Rules, settings: Settings, pool
+    candidates: list[Candidate],
+    blocks: Blocks,
+    rules: Rules,
+    settings: Settings,
+    pool,
+    callback=None,
 ) -> list[dict]:
     """Run every bracket's successive halving side by side; return the score history.
 
-    The candidates are updated in place (model, blocks seen, score, stopped, pruned).
+    The candidates are updated in place (model, blocks seen, score, stopped, pruned);
+    ``callback`` gets a :class:`SegmentReport` after each segment.
     """
     held_out = [blocks.item(block) for block in rules.validation]
     history, started, position = [], time.perf_counter(), 0
@@ -358,6 +386,7 @@ def race(
             for k, group in enumerate(_deal(racing, pool.size))
         ]
         by_id = {c.id: c for c in racing}
+        scored = len(history)
         for outcome in chain.from_iterable(pool.run(works)):
             candidate = by_id[outcome.id]
             candidate.estimator = outcome.estimator
@@ -368,6 +397,9 @@ def race(
                 history.append(_entry(candidate, time.perf_counter() - started))
         _prune(racing, end)
         position = end
+        if callback is not None:
+            still = sum(c.racing for c in candidates)
+            callback(SegmentReport(end, rules.max_blocks, still, history[scored:]))
     history.sort(key=lambda h: (h["blocks_seen"], h["candidate"]))
     return history
 

@@ -74,6 +74,10 @@ class BlockReport:
         Wall-clock times (``time.time()``) when loading and ``partial_fit`` began.
     replica : int
         Which replica fitted the block (always 0 for a serial fit).
+    score : float or None
+        With ``progressive_score``: the model's score on this block just *before* it
+        learned from it (progressive validation), so the reports draw a learning curve
+        at no extra pass. None otherwise, and for the first block.
     """
 
     epoch: int
@@ -89,6 +93,7 @@ class BlockReport:
     load_started: float
     fit_started: float
     replica: int = 0
+    score: float | None = None
 
     @property
     def blocks_done(self) -> int:
@@ -621,9 +626,12 @@ def fit_block(
     fit_started, fit_seconds, part = time.time(), 0.0, None
     # Empty blocks of a partitioned collection are normal; empty in-memory data is not,
     # and partial_fit says so.
+    block_score = None
     if rows > 0 or not step.lazy:
         if score:
-            part = BlockScorer(estimator, step.scoring).parts(xi, yi, block=loaded.index)
+            scorer = BlockScorer(estimator, step.scoring)
+            part = scorer.parts(xi, yi, block=loaded.index)
+            block_score = scorer.value(part) if part is not None else None
         fit_started, fit_seconds = _partial_fit(estimator, xi, yi, step, loaded.index)
     report = BlockReport(
         epoch=step.epoch,
@@ -639,6 +647,7 @@ def fit_block(
         load_started=loaded.started,
         fit_started=fit_started,
         replica=step.replica,
+        score=block_score,
     )
     return report, part
 

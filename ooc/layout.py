@@ -28,7 +28,14 @@ import pyarrow.parquet as pq
 
 from .discovery import DatasetFiles, find_files
 
-__all__ = ["DEFAULT_BLOCK_ROWS", "ParquetSource", "Piece", "inspect_parquet", "plan_blocks"]
+__all__ = [
+    "DEFAULT_BLOCK_ROWS",
+    "ParquetSource",
+    "Piece",
+    "column_kind",
+    "inspect_parquet",
+    "plan_blocks",
+]
 
 DEFAULT_BLOCK_ROWS = 500_000
 # Seeds the draw of ParquetSource.split apart from other draws made with the same seed.
@@ -152,6 +159,14 @@ class ParquetSource:
         The bound the blocks were planned with.
     schema : pyarrow.Schema
         Columns of the files, then the partition columns.
+    as_frame : bool
+        Whether the features are read as a pandas DataFrame per block (see
+        :func:`ooc.read_parquet`) rather than as one 2-D array.
+    allow_missing : bool
+        Whether missing feature values are read (as NaN) rather than refused.
+    null_counts : tuple of (int or None)
+        Missing values of each feature in all the files, from the footers (None where a
+        footer has no statistics).
     """
 
     root: Path
@@ -166,6 +181,9 @@ class ParquetSource:
     partitions: tuple[tuple, ...]
     block_rows: int
     schema: pa.Schema
+    as_frame: bool = False
+    allow_missing: bool = False
+    null_counts: tuple[int | None, ...] = ()
 
     @property
     def rows(self) -> tuple[int, ...]:
@@ -180,6 +198,33 @@ class ParquetSource:
     def file_rows(self) -> tuple[int, ...]:
         """Rows of each file."""
         return tuple(sum(groups) for groups in self.row_groups)
+
+    def kind(self, name: str) -> str:
+        """``"float"``, ``"int"``, ``"bool"`` or ``"category"``: see :func:`column_kind`."""
+        return column_kind(self.schema.field(name).type)
+
+    def may_be_missing(self, name: str) -> bool:
+        """Whether feature ``name`` may hold missing values, as far as the footers tell
+        (a footer without statistics tells nothing, so it may)."""
+        if name in self.partition_names:
+            return any(
+                values[self.partition_names.index(name)] is None for values in self.partitions
+            )
+        if name not in self.features or len(self.null_counts) != len(self.features):
+            return True
+        count = self.null_counts[self.features.index(name)]
+        return count is None or count > 0
+
+    def column_dtype(self, name: str):
+        """The dtype feature ``name`` is read as: its own numeric dtype; float64 for an
+        integer or boolean column that may hold missing values (when they are allowed);
+        ``"category"`` for a string or dictionary column."""
+        kind = self.kind(name)
+        if kind == "category":
+            return "category"
+        if kind in ("int", "bool") and self.allow_missing and self.may_be_missing(name):
+            return np.dtype(np.float64)
+        return np.dtype(self.schema.field(name).type.to_pandas_dtype())
 
     def file_offset(self, piece: Piece) -> int:
         """Row of the file at which ``piece`` starts (for messages naming a row)."""
@@ -302,11 +347,85 @@ def _is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def _read_footer(file: Path) -> tuple[tuple[int, ...], pa.Schema]:
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def column_kind(t: pa.DataType) -> str:
+    """What a column of Arrow type ``t`` is to a model: ``"float"``, ``"int"``, ``"bool"``,
+    ``"category"`` (strings and dictionary columns), or ``"other"`` (not a feature).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> [column_kind(t) for t in (pa.float32(), pa.string(), pa.dictionary(pa.int8(), pa.string()))]
+    ['float', 'category', 'category']
+    """
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if _is_text(t) or pa.types.is_dictionary(t):
+        return "category"
+    return "other"
+
+
+def _same_kind_of_type(t: pa.DataType) -> str:
+    """Types that read alike compare equal across files: text of any encoding (plain,
+    large, view, dictionary) is one type; every other type only equals itself (a column
+    of type null, every value missing in that file, is allowed against any type)."""
+    if _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type)):
+        return "text"
+    return str(t)
+
+
+def _fill_null_types(schema: pa.Schema, schemas: list[pa.Schema]) -> pa.Schema:
+    """``schema`` with each column of type null (in the files it was taken from: every
+    value missing, as pandas writes an empty or all-None object column) given the type
+    the column has in another file, if any."""
+    for i, column in enumerate(schema):
+        if pa.types.is_null(column.type):
+            types = [s.field(column.name).type for s in schemas if column.name in s.names]
+            typed = [t for t in types if not pa.types.is_null(t)]
+            if typed:
+                schema = schema.set(i, column.with_type(typed[0]))
+    return schema
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What one file's footer says: rows of each row group, schema, missing values of each
+    column (None where a row group has no statistics)."""
+
+    row_groups: tuple[int, ...]
+    schema: pa.Schema
+    null_counts: dict
+
+
+def _null_counts(meta) -> dict:
+    counts: dict = {}
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    for group in range(meta.num_row_groups):
+        chunk = meta.row_group(group)
+        for i, name in enumerate(names):
+            stats = chunk.column(i).statistics
+            known = stats is not None and stats.has_null_count
+            if chunk.num_rows == 0:
+                counts.setdefault(name, 0)
+            elif not known or counts.get(name, 0) is None:
+                counts[name] = None
+            else:
+                counts[name] = counts.get(name, 0) + stats.null_count
+    return counts
+
+
+def _read_footer(file: Path) -> Footer:
     try:
         meta = pq.read_metadata(file)
         groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        return groups, meta.schema.to_arrow_schema()
+        return Footer(groups, meta.schema.to_arrow_schema(), _null_counts(meta))
     except (OSError, pa.ArrowException) as err:
         raise ValueError(
             f"Cannot read the parquet footer of {file}: {err}. The file is corrupt or not "
@@ -314,8 +433,8 @@ def _read_footer(file: Path) -> tuple[tuple[int, ...], pa.Schema]:
         ) from err
 
 
-def read_footers(files) -> list[tuple[tuple[int, ...], pa.Schema]]:
-    """Row groups and schema of every file (in threads: footers of many files are I/O)."""
+def read_footers(files) -> list[Footer]:
+    """The footer of every file (in threads: footers of many files are I/O)."""
     if len(files) < 32:
         return [_read_footer(f) for f in files]
     with ThreadPoolExecutor(8, thread_name_prefix="ooc-footers") as pool:
@@ -343,10 +462,23 @@ def _check_same_schema(first: Path, expected: pa.Schema, file: Path, schema: pa.
         )
     for name in expected.names:
         want, got = expected.field(name).type, schema.field(name).type
-        if want != got:
+        if pa.types.is_null(want) or pa.types.is_null(got):
+            continue  # every value missing in one of them
+        if _same_kind_of_type(want) != _same_kind_of_type(got):
+            kinds = {column_kind(want), column_kind(got)}
+            text = "category" in kinds and kinds & {"float", "int", "bool"}
+            why = (
+                " It holds text in one file and numbers (or booleans) in the other, so it "
+                "cannot be one feature. Fix the writer, or rewrite the odd file with the "
+                "column cast to one type (pyarrow.compute.cast); or leave the column out "
+                "with features=[...]."
+                if text
+                else " Rewrite the odd file with the column cast to one type "
+                "(pyarrow.compute.cast), or leave the column out with features=[...]."
+            )
             raise ValueError(
                 f"Schema mismatch: column {name!r} is {got} in {file} but {want} in {first}. "
-                "All files of a dataset must have the same column types."
+                f"All files of a dataset must have the same column types.{why}"
             )
 
 
@@ -355,12 +487,13 @@ def common_schema(found: DatasetFiles, schemas: list[pa.Schema]) -> tuple[Path, 
     files = found.files
     # The reference is the schema most files share (on a tie, the first file's), so an
     # error names the odd file out, even when it sorts first.
-    kinds = [tuple((f.name, str(f.type)) for f in s) for s in schemas]
+    kinds = [tuple((f.name, _same_kind_of_type(f.type)) for f in s) for s in schemas]
     ref = kinds.index(Counter(kinds).most_common(1)[0][0])
     first, schema = files[ref], schemas[ref]
     for file, other in zip(files, schemas, strict=True):
         if file != first:
             _check_same_schema(first, schema, file, other)
+    schema = _fill_null_types(schema, schemas)
     for name, kind in zip(found.partition_names, found.partition_types, strict=True):
         if name in schema.names:
             raise ValueError(
@@ -371,7 +504,9 @@ def common_schema(found: DatasetFiles, schemas: list[pa.Schema]) -> tuple[Path, 
     return first, schema
 
 
-def _choose_features(schema: pa.Schema, first: Path, target, features, exclude) -> list[str]:
+def _choose_features(
+    schema: pa.Schema, first: Path, target, features, exclude, as_frame
+) -> list[str]:
     if target is not None and target not in schema.names:
         raise ValueError(
             f"Target column {target!r} not found in {first}; its columns are {schema.names}. "
@@ -396,13 +531,47 @@ def _choose_features(schema: pa.Schema, first: Path, target, features, exclude) 
         )
     for name in features:
         col_type = schema.field(name).type
-        if not _is_numeric(col_type):
+        kind = column_kind(col_type)
+        if pa.types.is_null(col_type):
+            raise ValueError(
+                f"Feature column {name!r} in {first} has type null: every value of it is "
+                "missing, so it has no type and nothing can be learned from it. Leave it "
+                "out with features=[...] (or write it with a type, e.g. float64)."
+            )
+        if kind == "other":
+            raise ValueError(
+                f"Feature column {name!r} in {first} has type {col_type}; expected a number, "
+                "a boolean, a string or a dictionary (categorical) column. Convert it "
+                "(e.g. a timestamp to its epoch seconds) or leave it out with features=[...]."
+            )
+        if kind == "category" and as_frame is False:
             raise ValueError(
                 f"Feature column {name!r} in {first} has type {col_type}; expected a numeric "
-                "type (integer, floating point or boolean). Encode it as numbers first, or "
-                "leave it out with features=[...]."
+                "type (integer, floating point or boolean) for a numeric array. Read it as a "
+                "dask DataFrame with as_frame=True or 'auto' (and encode it, e.g. "
+                "ooc.OnePass with a OneHotEncoder), or leave it out with features=[...]."
             )
     return features
+
+
+def _resolve_as_frame(as_frame, schema: pa.Schema, features) -> bool:
+    if as_frame not in (True, False, "auto"):
+        raise ValueError(f"as_frame must be True, False or 'auto', got {as_frame!r}.")
+    if as_frame == "auto":
+        kinds = {column_kind(schema.field(c).type) for c in features}
+        return bool(kinds & {"category", "bool"})
+    return bool(as_frame)
+
+
+def _feature_nulls(footers: list[Footer], features, partition_names) -> tuple:
+    counts = []
+    for name in features:
+        if name in partition_names:
+            counts.append(None)  # see ParquetSource.may_be_missing
+            continue
+        per_file = [f.null_counts.get(name) for f in footers]
+        counts.append(None if any(c is None for c in per_file) else int(sum(per_file)))
+    return tuple(counts)
 
 
 def _check_block_rows(block_rows) -> int:
@@ -422,6 +591,8 @@ def inspect_parquet(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     filters=None,
     exclude: tuple[str, ...] = (),
+    as_frame: bool | str = False,
+    allow_missing: bool | None = None,
 ) -> ParquetSource:
     """Check a parquet dataset from its footers alone and plan its blocks.
 
@@ -443,6 +614,13 @@ def inspect_parquet(
     exclude : tuple of str, optional
         Columns left out of the default features, whether present or not (a target
         that prediction data may lack).
+    as_frame : bool or "auto", default False
+        Plan the features as a DataFrame per block (True), as a numeric array (False,
+        which refuses string columns), or as a DataFrame only when a feature is a string,
+        dictionary or boolean column ("auto"; the default of :func:`ooc.read_parquet`).
+    allow_missing : bool, optional
+        Read missing feature values as NaN instead of refusing them; by default True
+        for a DataFrame and False for an array (see :func:`ooc.read_parquet`).
 
     Returns
     -------
@@ -453,8 +631,10 @@ def inspect_parquet(
     FileNotFoundError
         No such path, or no parquet file in it.
     ValueError
-        A corrupt footer, files whose schemas disagree, a missing target or feature
-        column, or a non-numeric feature column; the message names the file and column.
+        A corrupt footer, files whose schemas disagree (a column numeric in one file and
+        text in another), a missing target or feature column, or a feature of a type no
+        model takes (a string column with ``as_frame=False``); the message names the
+        file and column.
 
     Examples
     --------
@@ -465,25 +645,33 @@ def inspect_parquet(
     block_rows = _check_block_rows(block_rows)
     found = find_files(path, filters)
     footers = read_footers(found.files)
-    row_groups = tuple(groups for groups, _ in footers)
-    first, schema = common_schema(found, [s for _, s in footers])
-    features = _choose_features(schema, first, target, features, exclude)
-    dtype = np.result_type(*(schema.field(c).type.to_pandas_dtype() for c in features))
+    row_groups = tuple(f.row_groups for f in footers)
+    first, schema = common_schema(found, [f.schema for f in footers])
+    features = _choose_features(schema, first, target, features, exclude, as_frame)
+    frame = _resolve_as_frame(as_frame, schema, features)
+    allow_missing = frame if allow_missing is None else bool(allow_missing)
+    nulls = _feature_nulls(footers, features, found.partition_names)
     target_dtype = None
     if target is not None:
         t = schema.field(target).type
         target_dtype = np.dtype(t.to_pandas_dtype()) if _is_numeric(t) else np.dtype(object)
-    return ParquetSource(
+    source = ParquetSource(
         root=found.root,
         files=found.files,
         row_groups=row_groups,
         blocks=plan_blocks(row_groups, block_rows),
         features=tuple(features),
         target=target,
-        dtype=np.dtype(dtype),
+        dtype=np.dtype(object),
         target_dtype=target_dtype,
         partition_names=found.partition_names,
         partitions=found.partitions,
         block_rows=block_rows,
         schema=schema,
+        as_frame=frame,
+        allow_missing=allow_missing,
+        null_counts=nulls,
     )
+    numeric = [c for c in features if source.kind(c) != "category"]
+    dtype = np.result_type(*(source.column_dtype(c) for c in numeric)) if numeric else object
+    return replace(source, dtype=np.dtype(dtype))

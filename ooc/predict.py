@@ -20,9 +20,12 @@ import dask
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sklearn import config_context
+from sklearn.pipeline import Pipeline
 
+from .fastpath import LinearFold, scaled_block
 from .files import atomic_path, atomic_write, parquet_has_rows, remove_leftovers
-from .io import read_features
+from .io import read_block_columns, read_features
 from .layout import DEFAULT_BLOCK_ROWS, ParquetSource, inspect_parquet
 
 __all__ = [
@@ -120,9 +123,56 @@ def _output_table(values: np.ndarray, method: str) -> pa.Table:
     return pa.table({f"{prefix}_{j}": values[:, j] for j in range(values.shape[1])})
 
 
-def _predict_block(model, source: ParquetSource, index: int, method: str) -> pa.Table:
-    X = read_features(source, index)
-    return _output_table(np.asarray(getattr(model, method)(X)), method)
+def _leading_scaler(model):
+    """``(ooc scaler, the rest of the pipeline)`` when ``model`` starts with one, else
+    ``(None, model)``."""
+    from .preprocessing import MinMaxScaler, StandardScaler
+
+    if isinstance(model, Pipeline) and len(model) > 1:
+        first = model[0]
+        if isinstance(first, StandardScaler | MinMaxScaler):
+            return first, model[1:] if len(model) > 2 else model[-1]
+    return None, model
+
+
+class _Predictor:
+    """How ``model`` gives ``method``'s output for a block, with as few passes as can be.
+
+    A linear model after a scaler: the decision folded from the parquet columns, no 2-D
+    block (:class:`ooc.fastpath.LinearFold`; ``exact=True`` turns it off). Any other
+    model after an ooc scaler: the block scaled from the columns in one pass. The data's
+    NaN/inf are checked here once, so the model does not check them again
+    (scikit-learn's ``assume_finite``).
+    """
+
+    def __init__(self, model, method: str, exact: bool = False):
+        self.model, self.method = model, method
+        fold = None if exact else LinearFold.of(model)
+        self.fold = fold if fold is not None and fold.supports(method) else None
+        self.scaler, self.rest = _leading_scaler(model)
+
+    def block(self, source: ParquetSource, index: int) -> pa.Table:
+        if self.fold is not None:
+            scores = self.fold.decision(read_block_columns(source, index))
+            _finite_or_raise(scores, source, index)
+            values = self.fold.output(self.method, scores)
+        else:
+            if self.scaler is not None:
+                dtype = source.dtype if source.dtype.kind == "f" else np.dtype(np.float64)
+                X = scaled_block(read_block_columns(source, index), self.scaler, dtype)
+                _finite_or_raise(X, source, index)
+            else:
+                X = read_features(source, index)  # checked as it is read
+            with config_context(assume_finite=True):
+                values = getattr(self.rest, self.method)(X)
+        return _output_table(np.asarray(values), self.method)
+
+
+def _finite_or_raise(values: np.ndarray, source: ParquetSource, index: int) -> None:
+    """A NaN/inf anywhere makes the block reader name its file, column and row."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(values.sum()):
+            read_features(source, index)
 
 
 def _empty_output(model, source: ParquetSource, method: str) -> pa.Table:
@@ -139,17 +189,20 @@ def _check_method(method: str) -> None:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
 
 
-def predict_parts(model, job: PredictionJob, run: tuple[int, ...], method: str = "predict") -> int:
+def predict_parts(
+    model, job: PredictionJob, run: tuple[int, ...], method: str = "predict", exact: bool = False
+) -> int:
     """Predict the blocks ``run`` of a many-block job into their part files, in order.
 
     A part that is already complete is kept. Returns the number of parts written.
     """
+    predictor = _Predictor(model, method, exact)
     written = 0
     for index in run:
         part = job.part(index)
         if parquet_has_rows(part, job.source.rows[index]):
             continue
-        table = _predict_block(model, job.source, index, method)
+        table = predictor.block(job.source, index)
         part.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(part, lambda tmp, table=table: pq.write_table(table, tmp))
         written += 1
@@ -173,7 +226,7 @@ def join_parts(job: PredictionJob, *written) -> bool:
     return joined
 
 
-def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
+def predict_file(model, job: PredictionJob, method: str = "predict", exact: bool = False) -> bool:
     """Predict one input file block by block and write its output atomically.
 
     Each block is one row group of the output; only one block is in memory at a time.
@@ -183,6 +236,10 @@ def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
     model : fitted estimator or Pipeline
     job : PredictionJob
     method : {"predict", "predict_proba", "decision_function", "transform"}
+    exact : bool, default False
+        Apply the model to the scaled block even where the scaling folds into a linear
+        model's coefficients (see :mod:`ooc.fastpath`: the same labels but for rows at the
+        decision boundary, scores within ``n_features × eps`` relative).
 
     Returns
     -------
@@ -200,8 +257,9 @@ def predict_file(model, job: PredictionJob, method: str = "predict") -> bool:
     with atomic_path(job.dest) as tmp:
         writer = None
         try:
+            predictor = _Predictor(model, method, exact)
             for index in range(job.n_blocks):
-                table = _predict_block(model, job.source, index, method)
+                table = predictor.block(job.source, index)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
         finally:
@@ -227,7 +285,7 @@ def _direct(func, *args):
 
 
 def prediction_graph(
-    model, jobs: list[PredictionJob], method: str = "predict", *, call=_direct
+    model, jobs: list[PredictionJob], method: str = "predict", *, call=_direct, exact=False
 ) -> list[PredictionStep]:
     """The tasks that predict ``jobs``: one per one-block file, and for a many-block file
     one per run of blocks (see :meth:`ParquetSource.runs`) and one that joins them, so a
@@ -250,10 +308,14 @@ def prediction_graph(
     steps = []
     for job in jobs:
         if job.n_blocks <= 1:
-            steps.append(PredictionStep(job, run(predict_file, shared, job, method), 1, True))
+            steps.append(
+                PredictionStep(job, run(predict_file, shared, job, method, exact), 1, True)
+            )
             continue
         parts = [
-            PredictionStep(job, run(predict_parts, shared, job, blocks, method), len(blocks), False)
+            PredictionStep(
+                job, run(predict_parts, shared, job, blocks, method, exact), len(blocks), False
+            )
             for blocks in job.source.runs()
         ]
         join = run(join_parts, job, *(p.task for p in parts))
@@ -284,6 +346,7 @@ def predict_parquet(
     target: str | None = "y",
     method: str = "predict",
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    exact: bool = False,
 ) -> list[PredictionJob]:
     """Predict every file under ``source`` into ``dest`` in parallel, one output per file.
 
@@ -300,5 +363,5 @@ def predict_parquet(
     """
     jobs = prediction_jobs(source, dest, features, target, block_rows=block_rows)
     clear_leftovers(jobs)
-    dask.compute(*(step.task for step in prediction_graph(model, jobs, method)))
+    dask.compute(*(step.task for step in prediction_graph(model, jobs, method, exact=exact)))
     return jobs

@@ -15,11 +15,14 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+from dask.base import tokenize
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .blocks import is_dask_frame, row_blocks
+from .fastpath import scaled_block
 from .io import parquet_source, read_block_columns, read_features
+from .statcache import StatsCache
 
 __all__ = ["MinMaxScaler", "StandardScaler"]
 
@@ -66,7 +69,7 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _set_stats(self, stats) -> None:
         raise NotImplementedError
 
-    def _forward(self, values, columns=slice(None)):
+    def _forward(self, values, columns=slice(None), out=None):
         raise NotImplementedError
 
     def _backward(self, values, columns=slice(None)):
@@ -93,18 +96,30 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         source = parquet_source(X)
         if source is not None:
             # Straight from the parquet columns: no 2-D block is built for the statistics.
-            stats = dask.delayed(self._run_stats, pure=True)
+            stats = dask.delayed(self._run_stats, pure=False)
             parts = [stats(source, run) for run in source.runs()]
-        else:
-            blocks = row_blocks(X).blocks
-            stats = dask.delayed(self._block_stats, pure=True)
-            parts = [stats(block, i) for i, block in enumerate(blocks)]
-        return _tree_merge(parts, self._merge)
+            return _tree_merge(parts, partial(_merge_counted, self._merge))
+        blocks = row_blocks(X).blocks
+        stats = dask.delayed(self._block_stats, pure=True)
+        parts = [stats(block, i) for i, block in enumerate(blocks)]
+        return dask.delayed(lambda merged: (merged, None))(_tree_merge(parts, self._merge))
 
     def _run_stats(self, source, run: tuple[int, ...]):
-        """The merged statistics of the blocks of one run, read in order."""
-        stats = [self._source_stats(source, index) for index in run]
-        return functools.reduce(self._merge, stats)
+        """The merged statistics of the blocks of one run, read in order, and how many
+        pieces were read (not found in ``stats_cache``)."""
+        if self.stats_cache is None:
+            stats = [self._source_stats(source, index) for index in run]
+            return functools.reduce(self._merge, stats), sum(len(source.blocks[i]) for i in run)
+        cache, read, stats = StatsCache(self.stats_cache), 0, []
+        for index in run:
+            for piece in source.blocks[index]:
+                found = cache.get(source, piece, self._STATS_KIND)
+                if found is None:
+                    found = self._source_stats(source.with_blocks([(piece,)]), 0)
+                    cache.put(source, piece, self._STATS_KIND, found)
+                    read += 1
+                stats.append(found)
+        return functools.reduce(self._merge, stats), read
 
     def _source_stats(self, source, index: int):
         columns = read_block_columns(source, index)
@@ -161,7 +176,9 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         first = not hasattr(self, "n_samples_seen_")
         if isinstance(X, da.Array) or is_dask_frame(X):
             self._validate_meta(X, reset=first)
-            (stats,) = dask.compute(self._dask_stats(X))
+            ((stats, pieces_read),) = dask.compute(self._dask_stats(X))
+            if pieces_read is not None:
+                self.n_pieces_read_ = pieces_read
             if first and stats[0] == 0:
                 self._reset()
                 raise ValueError(
@@ -183,6 +200,10 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Scale ``X`` lazily and blockwise, returning the same kind of collection.
 
+        On a feature array of :func:`ooc.read_parquet`, each block is read as columns and
+        scaled straight into the C-ordered block (one pass, no intermediate 2-D copy;
+        the same values, see :func:`ooc.fastpath.scaled_block`).
+
         Parameters
         ----------
         X : dask array, dask DataFrame, array-like of shape (n_samples, n_features)
@@ -191,6 +212,16 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         Xt : same kind as ``X`` (pandas in gives numpy out, as in scikit-learn)
         """
+        source = parquet_source(X)
+        if source is not None:
+            check_is_fitted(self)
+            self._validate_meta(X, reset=False)
+            dtype = X.dtype if X.dtype in FLOAT_DTYPES else np.dtype(np.float64)
+            # A graph of its own: the blocks of X itself are never read.
+            return da.map_blocks(
+                _read_scaled, self, source, dtype, chunks=X.chunks, dtype=dtype,
+                meta=np.empty((0, 0), dtype), name=f"scaled-{tokenize(self, X.name)}",
+            )  # fmt: skip
         return self._map(X, self._forward)
 
     def inverse_transform(self, X):
@@ -215,6 +246,21 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _merge_counted(merge, a, b):
+    """Merge ``(statistics, pieces read)`` pairs."""
+    return merge(a[0], b[0]), a[1] + b[1]
+
+
+def _read_scaled(scaler, source, dtype, block_id=None):
+    """Block ``i`` of ``source`` scaled in one pass; NaN/inf named by the block reader."""
+    index = block_id[0]
+    block = scaled_block(read_block_columns(source, index), scaler, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(block.sum()):
+            read_features(source, index)  # raises naming the file, column and row
+    return block
 
 
 def _with_column_slice(block, func, block_info=None):
@@ -259,6 +305,11 @@ class StandardScaler(_BlockwiseScaler):
         Center the data.
     with_std : bool, default True
         Scale the data to unit variance.
+    stats_cache : path-like or None, default None
+        A directory where the statistics of each piece of a parquet dataset are kept
+        (see :class:`ooc.statcache.StatsCache`): fitting again on unchanged files reads
+        none of them, on a grown dataset only the new files. ``n_pieces_read_`` says how
+        many pieces were read.
 
     Attributes
     ----------
@@ -281,9 +332,12 @@ class StandardScaler(_BlockwiseScaler):
     True
     """
 
-    def __init__(self, *, with_mean: bool = True, with_std: bool = True):
+    _STATS_KIND = "moments"
+
+    def __init__(self, *, with_mean: bool = True, with_std: bool = True, stats_cache=None):
         self.with_mean = with_mean
         self.with_std = with_std
+        self.stats_cache = stats_cache
 
     def _stats(self, values):
         """``(n, shift, sum of (x - shift), M2)``, the shift being the block's first row.
@@ -337,8 +391,8 @@ class StandardScaler(_BlockwiseScaler):
         self.var_ = var if self.with_std else None
         self.scale_ = _standard_scale(var, mean, n) if self.with_std else None
 
-    def _forward(self, values, columns=slice(None)):
-        out = _c_order_like(values)
+    def _forward(self, values, columns=slice(None), out=None):
+        out = _c_order_like(values) if out is None else out
         if self.with_mean:
             (mean,) = _params_like(values, columns, self.mean_)
             np.subtract(values, mean, out=out)
@@ -386,6 +440,11 @@ class MinMaxScaler(_BlockwiseScaler):
     feature_range : tuple (min, max), default (0, 1)
     clip : bool, default False
         Clip transformed values of unseen data to ``feature_range``.
+    stats_cache : path-like or None, default None
+        A directory where the statistics of each piece of a parquet dataset are kept
+        (see :class:`ooc.statcache.StatsCache`): fitting again on unchanged files reads
+        none of them, on a grown dataset only the new files. ``n_pieces_read_`` says how
+        many pieces were read.
 
     Attributes
     ----------
@@ -403,9 +462,12 @@ class MinMaxScaler(_BlockwiseScaler):
     [0.0, 1.0]
     """
 
-    def __init__(self, feature_range=(0, 1), *, clip: bool = False):
+    _STATS_KIND = "min-max"
+
+    def __init__(self, feature_range=(0, 1), *, clip: bool = False, stats_cache=None):
         self.feature_range = feature_range
         self.clip = clip
+        self.stats_cache = stats_cache
 
     def _check_params(self) -> None:
         low, high = self.feature_range
@@ -445,9 +507,9 @@ class MinMaxScaler(_BlockwiseScaler):
         self.scale_ = (high - low) / safe_range
         self.min_ = low - data_min * self.scale_
 
-    def _forward(self, values, columns=slice(None)):
+    def _forward(self, values, columns=slice(None), out=None):
         scale, offset = _params_like(values, columns, self.scale_, self.min_)
-        out = _c_order_like(values)
+        out = _c_order_like(values) if out is None else out
         np.multiply(values, scale, out=out)
         np.add(out, offset, out=out)
         if self.clip:

@@ -72,6 +72,7 @@ class _BlockSearch(MetaEstimatorMixin, BaseEstimator):
         prefetch: int = 1,
         n_jobs: int | None = None,
         random_state=None,
+        callback=None,
     ):
         self.estimator = estimator
         self.param_distributions = param_distributions
@@ -87,6 +88,7 @@ class _BlockSearch(MetaEstimatorMixin, BaseEstimator):
         self.prefetch = prefetch
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.callback = callback
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -139,7 +141,7 @@ class _BlockSearch(MetaEstimatorMixin, BaseEstimator):
         candidates = self._candidates(brackets, distributions, seed)
         blocks = Blocks(xb, yb)
         with groups(self.n_jobs) as pool:
-            history = race(candidates, blocks, rules, settings, pool)
+            history = race(candidates, blocks, rules, settings, pool, self.callback)
             best = ranked(candidates)[0]
             estimator = (
                 self._refit(best, blocks, settings, seed, pool) if self.refit else best.estimator
@@ -354,6 +356,9 @@ class SuccessiveHalvingSearchCV(_BlockSearch):
         workers, or per usable core without a client.
     random_state : int, RandomState or None
         Seeds the candidates, the held-out blocks and the block order.
+    callback : callable, optional
+        Called with a :class:`ooc.halving.SegmentReport` after each segment of the race
+        (progress bars, logs): blocks seen, candidates still racing, the new scores.
 
     Attributes
     ----------
@@ -411,6 +416,7 @@ class SuccessiveHalvingSearchCV(_BlockSearch):
         prefetch: int = 1,
         n_jobs: int | None = None,
         random_state=None,
+        callback=None,
     ):
         super().__init__(
             estimator,
@@ -427,6 +433,7 @@ class SuccessiveHalvingSearchCV(_BlockSearch):
             prefetch=prefetch,
             n_jobs=n_jobs,
             random_state=random_state,
+            callback=callback,
         )
         self.n_candidates = n_candidates
         self.min_blocks = min_blocks

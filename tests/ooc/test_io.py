@@ -240,7 +240,9 @@ def test_feature_dtype_is_numpy_result_type(tmp_path, dtypes):
     columns = {f"c{j}": np.arange(1, 6).astype(dt) for j, dt in enumerate(dtypes)}
     _write(tmp_path / "a.parquet", **columns, y=np.arange(5))
     _write(tmp_path / "b.parquet", **columns, y=np.arange(5))
-    X, _ = ooc.read_parquet(tmp_path)
+    # A boolean column makes as_frame="auto" give a DataFrame (issue 14); an array is asked
+    # for here.
+    X, _ = ooc.read_parquet(tmp_path, as_frame=False)
     expected = np.result_type(*[np.dtype(dt) for dt in dtypes])
     assert X.dtype == expected
     x_np = X.compute()
@@ -320,10 +322,14 @@ def test_no_feature_column(tmp_path):
 
 
 def test_string_feature_column(tmp_path):
+    """A string feature cannot be in a numeric array (as_frame=False); by default
+    (as_frame="auto", issue 14) it makes X a DataFrame: see test_tabular_io.py."""
     file = tmp_path / "a.parquet"
     pd.DataFrame({"x": [1.0, 2.0], "city": ["Oslo", "Rome"], "y": [0, 1]}).to_parquet(file)
-    with pytest.raises(ValueError, match=_match("Feature column 'city' in", file, "numeric")):
-        ooc.read_parquet(tmp_path)
+    with pytest.raises(
+        ValueError, match=_match("Feature column 'city' in", file, "numeric", "as_frame=True")
+    ):
+        ooc.read_parquet(tmp_path, as_frame=False)
     # Leaving it out works.
     X, _ = ooc.read_parquet(tmp_path, features=["x"])
     np.testing.assert_array_equal(X.compute(), [[1.0], [2.0]])
