@@ -41,16 +41,21 @@ from .onepass_summary import (
     scalar,
 )
 from .passes import Base, Need, Results
+from .preprocessing import MinMaxScaler as BlockMinMaxScaler
+from .preprocessing import StandardScaler as BlockStandardScaler
 
 __all__ = ["build_stateless", "build_step", "kind_of", "propagates", "step_needs"]
 
-SCALERS = (StandardScaler, MinMaxScaler, MaxAbsScaler)
+# ooc's own scalers hold the same fitted attributes as scikit-learn's, so either is set
+# from the merged statistics the same way.
+STANDARD = (StandardScaler, BlockStandardScaler)
+SCALERS = (*STANDARD, MinMaxScaler, MaxAbsScaler, BlockMinMaxScaler)
 ENCODERS = (OneHotEncoder, OrdinalEncoder)
 STATELESS = (FunctionTransformer, FeatureHasher)
 SUPPORTED = (
-    "StandardScaler, MinMaxScaler, MaxAbsScaler, SimpleImputer (mean, most_frequent, "
-    "constant), OneHotEncoder, OrdinalEncoder, FunctionTransformer, FeatureHasher, "
-    "'passthrough' and 'drop', in Pipelines and ColumnTransformers"
+    "StandardScaler, MinMaxScaler, MaxAbsScaler (scikit-learn's or ooc's), SimpleImputer "
+    "(mean, most_frequent, constant), OneHotEncoder, OrdinalEncoder, FunctionTransformer, "
+    "FeatureHasher, 'passthrough' and 'drop', in Pipelines and ColumnTransformers"
 )
 
 
@@ -205,7 +210,7 @@ def _scaler(step, inp: Built, results: Results, label: str):
     summary = make_like(inp.head, [[s.min, s.max] for s in stats])
     fitted = clone(step).fit(summary)
     rows = stats[0].rows if stats else 0
-    if isinstance(step, StandardScaler):
+    if isinstance(step, STANDARD):
         _set_standard(fitted, step, stats)
     else:  # MinMaxScaler and MaxAbsScaler: min and max are exact; they count every row
         fitted.n_samples_seen_ = type(fitted.n_samples_seen_)(rows)

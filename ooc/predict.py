@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from .fastpath import LinearFold, scaled_block
 from .files import atomic_path, atomic_write, parquet_has_rows, remove_leftovers
+from .frames import read_frame
 from .io import read_block_columns, read_features
 from .layout import DEFAULT_BLOCK_ROWS, ParquetSource, inspect_parquet
 
@@ -79,6 +80,7 @@ def prediction_jobs(
     target: str | None = "y",
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    as_frame: bool = False,
 ) -> list[PredictionJob]:
     """Plan the outputs for every parquet file under ``source``, checking the inputs.
 
@@ -95,6 +97,9 @@ def prediction_jobs(
         Column left out of the default features (so labelled data can be scored).
     block_rows : int, default 500_000
         The most rows predicted at once (one row group of the output).
+    as_frame : bool, default False
+        Read each block as a DataFrame with text columns and missing values (for a model
+        that starts with :class:`ooc.OnePass`); else as a numeric array, NaN refused.
 
     Returns
     -------
@@ -108,8 +113,9 @@ def prediction_jobs(
     if not isinstance(source, ParquetSource):
         exclude = (target,) if target is not None else ()
         source = inspect_parquet(
-            source, target=None, features=features, block_rows=block_rows, exclude=exclude
-        )
+            source, target=None, features=features, block_rows=block_rows, exclude=exclude,
+            as_frame=as_frame, allow_missing=as_frame or None,
+        )  # fmt: skip
     return [
         PredictionJob(source.only_file(i), Path(dest) / file.relative_to(source.root))
         for i, file in enumerate(source.files)
@@ -152,6 +158,9 @@ class _Predictor:
         self.scaler, self.rest = _leading_scaler(model)
 
     def block(self, source: ParquetSource, index: int) -> pa.Table:
+        if source.as_frame:  # text and missing values: the model's own preprocessing
+            values = getattr(self.model, self.method)(read_frame(source, index))
+            return _output_table(np.asarray(values), self.method)
         if self.fold is not None:
             scores = self.fold.decision(read_block_columns(source, index))
             _finite_or_raise(scores, source, index)
@@ -166,6 +175,14 @@ class _Predictor:
             with config_context(assume_finite=True):
                 values = getattr(self.rest, self.method)(X)
         return _output_table(np.asarray(values), self.method)
+
+
+def takes_frames(model) -> bool:
+    """Whether ``model`` starts with an :class:`ooc.OnePass` (it reads DataFrames)."""
+    from .onepass import OnePass
+
+    first = model[0] if isinstance(model, Pipeline) else model
+    return isinstance(first, OnePass)
 
 
 def _finite_or_raise(values: np.ndarray, source: ParquetSource, index: int) -> None:
@@ -361,7 +378,9 @@ def predict_parquet(
     >>> len(jobs) == len(ooc.list_parquet_files("data/clf"))  # doctest: +SKIP
     True
     """
-    jobs = prediction_jobs(source, dest, features, target, block_rows=block_rows)
+    jobs = prediction_jobs(
+        source, dest, features, target, block_rows=block_rows, as_frame=takes_frames(model)
+    )
     clear_leftovers(jobs)
     dask.compute(*(step.task for step in prediction_graph(model, jobs, method, exact=exact)))
     return jobs

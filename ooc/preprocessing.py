@@ -8,6 +8,7 @@ Transforms never mutate the input and return the kind of collection they were gi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from functools import partial
 
@@ -27,6 +28,8 @@ from .statcache import StatsCache
 __all__ = ["MinMaxScaler", "StandardScaler"]
 
 FLOAT_DTYPES = (np.float64, np.float32)
+# Rows of one column whose deviations are summed and squared while in cache (128 KB).
+_STATS_TILE = 16_384
 
 
 def _tree_merge(parts: list, merge) -> object:
@@ -129,8 +132,10 @@ class _BlockwiseScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             stats = self._column_stats(columns)
         if all(np.isfinite(part).all() for part in stats[1:]):
             return stats
-        # NaN or inf somewhere (or an overflow): the block reader names file, column, row.
-        return self._block_stats(read_features(source, index), index)
+        # NaN or inf somewhere (or an overflow): the block reader names file, column, row
+        # (NaN included: a value the scaler sees is not imputed, whatever the source allows).
+        strict = dataclasses.replace(source, allow_missing=False)
+        return self._block_stats(read_features(strict, index), index)
 
     def _reset(self) -> None:
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
@@ -355,18 +360,31 @@ class StandardScaler(_BlockwiseScaler):
         return n, shift, dev_sum, m2
 
     def _column_stats(self, columns):
-        """:meth:`_stats` of the block these 1-D columns make, one column at a time."""
+        """:meth:`_stats` of the block these 1-D columns make, a tile of rows at a time.
+
+        A tile's deviations stay in cache through its two passes (sum, then the centred
+        squares), so a column is read from memory once; the tiles are merged exactly
+        (``M2 = sum of the tiles' M2 + sum of n_t (mean_t - mean)^2``).
+        """
         n, k = len(columns[0]), len(columns)
         if n == 0:
             return 0, np.zeros(k), np.zeros(k), np.zeros(k)
         shift = np.array([c[0] for c in columns], dtype=np.float64)
+        starts = range(0, n, _STATS_TILE)
+        sizes = np.array([min(_STATS_TILE, n - lo) for lo in starts], dtype=np.float64)
+        tile_sum, tile_m2 = np.empty(len(sizes)), np.empty(len(sizes))
         dev_sum, m2 = np.empty(k), np.empty(k)
-        dev = np.empty(n)
+        buffer = np.empty(min(n, _STATS_TILE))
         for j, column in enumerate(columns):
-            np.subtract(column, shift[j], out=dev)
-            dev_sum[j] = dev.sum()
-            dev -= dev_sum[j] / n
-            m2[j] = np.dot(dev, dev)
+            for t, lo in enumerate(starts):
+                dev = buffer[: int(sizes[t])]
+                np.subtract(column[lo : lo + len(dev)], shift[j], out=dev)
+                tile_sum[t] = dev.sum()
+                dev -= tile_sum[t] / len(dev)
+                tile_m2[t] = np.dot(dev, dev)
+            dev_sum[j] = tile_sum.sum()
+            spread = tile_sum / sizes - dev_sum[j] / n
+            m2[j] = tile_m2.sum() + np.dot(sizes, spread * spread)
         return n, shift, dev_sum, m2
 
     @staticmethod
