@@ -1,8 +1,9 @@
-"""The ``ooc`` command line: generate, train, predict, run, serve.
+"""The ooc command line: generate, convert, train, predict, run, serve.
 
-Without ``PREFECT_API_URL``, one local Prefect API is started for the command and shared
-with the Dask worker processes, so every task run lands in the same place (Prefect's
-local database, which ``prefect server start`` then shows).
+Options are built from the same typed settings the flows take (tasks/config.py), so every
+default and bound is stated once. Without PREFECT_API_URL, each command starts a temporary
+Prefect API and a Dask LocalCluster together (see flows/session.py); its runs are kept in
+Prefect's local database, which `prefect server start` shows.
 """
 
 from __future__ import annotations
@@ -11,17 +12,79 @@ import argparse
 import json
 import os
 import sys
-from contextlib import contextmanager
+import time
+import types
+import typing
+from dataclasses import asdict, is_dataclass
 
-# Before dask is imported, so worker processes inherit it too: keep the terminal readable.
+# Before dask or prefect is imported, so worker processes inherit it too: a quiet terminal.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Stdout is the command's JSON result; MLflow would print each run's link there (the flow
-# run's link artifact holds it).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+# The flow run's link artifact and the summary hold the MLflow run's link.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from ooc.catalog import MODELS  # noqa: E402
-from ooc.datasets import TASKS  # noqa: E402
+from ooc.tasks.config import (  # noqa: E402 - after the environment above
+    DatasetConfig,
+    Method,
+    ModelConfig,
+    PreprocessConfig,
+    SearchConfig,
+    TrainingConfig,
+    registered_name,
+)
+
+DESCRIPTION = "scikit-learn on data larger than memory: Prefect flows on Dask, tracked in MLflow."
+
+
+# -- options from the settings' fields ----------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_fields(parser, model, skip=()) -> None:
+    """One option per field of ``model``: its type, bounds' checks, help and default."""
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        default, kind = info.default, info.annotation
+        args = typing.get_args(kind)
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in args if a is not type(None))
+            args = typing.get_args(kind)
+        help_text = f"{info.description.rstrip('.')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(
+                _flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(
+                _flag(name), type=_names, default=None, metavar="A,B", help=help_text
+            )
+        elif typing.get_origin(kind) is typing.Literal:
+            parser.add_argument(_flag(name), choices=args, default=None, help=help_text)
+        else:
+            parser.add_argument(
+                _flag(name),
+                type=kind,
+                default=None,
+                metavar="N" if kind is int else None,
+                help=help_text,
+            )
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _given(args, model, skip=()) -> dict:
+    return {
+        name: getattr(args, name)
+        for name in model.model_fields
+        if name not in skip and getattr(args, name, None) is not None
+    }
 
 
 def _value(text: str):
@@ -31,7 +94,7 @@ def _value(text: str):
         return text
 
 
-def _params(pairs: list[str]) -> dict:
+def _params(pairs: list[str] | None) -> dict:
     params = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -41,123 +104,220 @@ def _params(pairs: list[str]) -> dict:
     return params
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="sgd-classifier", choices=sorted(MODELS))
-    p.add_argument(
-        "--param", action="append", metavar="NAME=VALUE", help="estimator parameter (repeatable)"
-    )
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--shuffle-blocks", action="store_true")
-    p.add_argument("--random-state", type=int, default=0)
-    p.add_argument("--prefetch", type=int, default=2)
-    p.add_argument("--early-stopping", action="store_true")
-    p.add_argument("--holdout-fraction", type=float, default=0.1)
-    p.add_argument("--checkpoint-every", type=int, default=10)
-    p.add_argument(
-        "--replicas",
-        type=int,
-        default=None,
-        help="fit N model replicas at once, one per Dask worker, averaged every --sync-every",
-    )
-    p.add_argument("--sync-every", type=int, default=4)
+def _config(args, cls):
+    if cls is ModelConfig:
+        return ModelConfig(name=args.model, params=_params(args.param))
+    if cls is SearchConfig:
+        space = {}
+        for pair in args.space:
+            name, sep, spec = pair.partition("=")
+            if not sep or not name:
+                raise SystemExit(f"ooc: --space expects NAME=SPEC, got {pair!r}")
+            space[name] = spec
+        return SearchConfig(space=space, **_given(args, SearchConfig, skip=("space",)))
+    return cls(**_given(args, cls))
 
 
-def _model_configs(args):
+def check_search(model, search, training) -> None:
+    """The names searched and the budget, checked before any work."""
+    from ooc.tasks.tuning import make_search
+
+    search.check_names(model)
+    make_search(model, training, search, callback=None).metadata  # noqa: B018 - the plan
+
+
+def _configs(args, *classes):
+    """Validate the options into the settings' models; any problem stops the command here."""
     from pydantic import ValidationError
 
-    from .params import ModelConfig, TrainingConfig
-
     try:
-        model = ModelConfig(name=args.model, params=_params(args.param))
-        training = TrainingConfig(
-            epochs=args.epochs,
-            shuffle_blocks=args.shuffle_blocks,
-            random_state=args.random_state,
-            prefetch=args.prefetch,
-            early_stopping=args.early_stopping,
-            holdout_fraction=args.holdout_fraction,
-            checkpoint_every=args.checkpoint_every,
-            replicas=args.replicas,
-            sync_every=args.sync_every,
-        )
-    except ValidationError as err:
-        problems = [(".".join(map(str, e["loc"])), e["msg"]) for e in err.errors()]
-        message = "; ".join(f"{at}: {m}" if at else m for at, m in problems)
+        return [_config(args, cls) for cls in classes]
+    except (ValidationError, ValueError) as err:
+        if isinstance(err, ValidationError):
+            problems = [(".".join(map(str, e["loc"])), e["msg"]) for e in err.errors()]
+            message = "; ".join(f"{at}: {m}" if at else m for at, m in problems)
+        else:
+            message = str(err)
         raise SystemExit(f"ooc: {message}") from None
-    return model, training
+
+
+def _add_model(parser) -> None:
+    from ooc.catalog import MODELS
+
+    default = ModelConfig.model_fields["name"].default
+    parser.add_argument(
+        "--model",
+        default=default,
+        choices=sorted(MODELS),
+        metavar="NAME",
+        help=f"estimator, one of {', '.join(sorted(MODELS))} (default: {default})",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an estimator parameter, e.g. alpha=1e-5 (repeatable)",
+    )
+
+
+def _add_common(parser) -> None:
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="run directories, predictions and the MLflow store (default: $OOC_WORKDIR or .ooc)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as JSON instead of a summary table"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="ooc", description=__doc__.splitlines()[0])
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(prog="ooc", description=DESCRIPTION)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="write a synthetic parquet dataset")
-    g.add_argument("--out", required=True)
-    g.add_argument("--rows", type=int, required=True)
-    g.add_argument("--features", type=int, default=20)
-    g.add_argument("--chunk-rows", type=int, default=500_000)
-    g.add_argument("--task", default="classification", choices=TASKS)
-    g.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workdir", default=None, help="where the MLflow store lives")
+    g = sub.add_parser(
+        "generate",
+        help="write a synthetic parquet dataset",
+        description="Write a synthetic parquet dataset, in parallel.",
+    )
+    g.add_argument("--out", required=True, help="output directory")
+    _add_fields(g, DatasetConfig)
+    _add_common(g)
 
-    t = sub.add_parser("train", help="fit a pipeline on a parquet dataset")
-    t.add_argument("--data", required=True)
-    t.add_argument("--target", default="y")
-    t.add_argument("--workdir", default=None)
-    _add_model_args(t)
+    c = sub.add_parser(
+        "convert",
+        help="convert CSV files to parquet, out of core",
+        description="Convert one or many CSV files (gzip too) to parquet.",
+    )
+    c.add_argument("source", help="a CSV file or a directory of them")
+    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=500_000,
+        metavar="N",
+        help="rows per parquet row group (default: 500000)",
+    )
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = sub.add_parser("predict", help="predict every file of a dataset, disk to disk")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
+    t = sub.add_parser(
+        "train",
+        help="fit a pipeline on a parquet dataset",
+        description="Check, preprocess, fit, evaluate and register a model.",
+    )
+    t.add_argument("--data", required=True, help="parquet file or directory")
+    t.add_argument("--target", default="y", help="target column (default: y)")
+    _add_model(t)
+    _add_fields(t, TrainingConfig)
+    _add_fields(t, PreprocessConfig)
+    _add_common(t)
+
+    p = sub.add_parser(
+        "predict",
+        help="predict every file of a dataset, disk to disk",
+        description="Predict every parquet file into one output file each.",
+    )
+    p.add_argument("--data", required=True, help="parquet file or directory to predict")
+    p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--model",
         default=None,
-        help="registry URI (models:/name/3) or saved model path (default: the champion)",
+        help="registry URI (models:/name/3) or saved model "
+        "path (default: the champion of --registered-model)",
     )
-    p.add_argument("--registered-model", default="ooc-classification")
-    p.add_argument("--target", default="y", help="column to leave out of the features")
-    p.add_argument("--method", default="predict")
-    p.add_argument("--workdir", default=None)
+    default = registered_name("classification")
+    p.add_argument(
+        "--registered-model",
+        default=default,
+        help=f"registered model whose champion predicts (default: {default})",
+    )
+    p.add_argument(
+        "--target", default="y", help="column left out of the features, if present (default: y)"
+    )
+    p.add_argument(
+        "--method",
+        default="predict",
+        choices=typing.get_args(Method),
+        help="model method whose output is written (default: predict)",
+    )
+    block_rows = TrainingConfig.model_fields["block_rows"]
+    p.add_argument(
+        "--block-rows",
+        type=int,
+        default=block_rows.default,
+        metavar="N",
+        help=f"{block_rows.description} (default: {block_rows.default})",
+    )
+    _add_common(p)
 
-    r = sub.add_parser("run", help="the end-to-end pipeline flow")
-    r.add_argument("--rows", type=int, default=3_000_000)
-    r.add_argument("--workdir", default=None)
-    r.add_argument("--features", type=int, default=20)
-    r.add_argument("--chunk-rows", type=int, default=250_000)
-    r.add_argument("--task", default="classification", choices=TASKS)
-    r.add_argument("--seed", type=int, default=0)
-    _add_model_args(r)
+    r = sub.add_parser(
+        "run",
+        help="the end-to-end pipeline: generate, train, predict",
+        description="Generate (if missing), train, predict and register.",
+    )
+    _add_fields(r, DatasetConfig)
+    _add_model(r)
+    _add_fields(r, TrainingConfig)
+    _add_fields(r, PreprocessConfig)
+    _add_common(r)
 
-    s = sub.add_parser("serve", help="serve scheduled deployments (needs a Prefect server)")
-    s.add_argument("--workdir", default=None)
-    s.add_argument("--rows", type=int, default=3_000_000, help="pipeline dataset size")
-    s.add_argument("--train-cron", default=None, help="pipeline schedule (OOC_TRAIN_CRON)")
-    s.add_argument("--predict-cron", default=None, help="batch_predict schedule (OOC_PREDICT_CRON)")
-    s.add_argument("--predict-data", default=None, help="data batch_predict reads")
-    s.add_argument("--predict-out", default=None, help="where batch_predict writes")
+    u = sub.add_parser(
+        "tune",
+        help="search the estimator's parameters, streamed (Hyperband)",
+        description="Race candidates of the estimator on the training blocks (a few passes "
+        "over the data in all), refit the best, evaluate and register it.",
+    )
+    u.add_argument("--data", required=True, help="parquet file or directory")
+    u.add_argument("--target", default="y", help="target column (default: y)")
+    _add_model(u)
+    u.add_argument(
+        "--space",
+        action="append",
+        metavar="NAME=SPEC",
+        required=True,
+        help="a parameter's distribution (repeatable): loguniform:LOW:HIGH, uniform:LOW:HIGH, "
+        "randint:LOW:HIGH, choice:A,B,... or a JSON list, e.g. alpha=loguniform:1e-6:1e-2",
+    )
+    _add_fields(u, SearchConfig, skip=("space",))
+    _add_fields(u, TrainingConfig)
+    _add_fields(u, PreprocessConfig)
+    _add_common(u)
+
+    s = sub.add_parser(
+        "serve",
+        help="serve scheduled deployments (needs a Prefect server)",
+        description="Serve the pipeline and batch-predict on cron schedules, "
+        "and train on demand, against PREFECT_API_URL.",
+    )
+    s.add_argument(
+        "--train-cron",
+        default=None,
+        help="pipeline schedule (default: $OOC_TRAIN_CRON or 0 2 * * *)",
+    )
+    s.add_argument(
+        "--predict-cron",
+        default=None,
+        help="batch-predict schedule (default: $OOC_PREDICT_CRON or 0 3 * * *)",
+    )
+    s.add_argument(
+        "--tune-cron", default=None, help="tune schedule (default: none; it runs on demand)"
+    )
+    s.add_argument(
+        "--predict-data",
+        default=None,
+        help="data batch-predict reads (default: the pipeline's dataset)",
+    )
+    s.add_argument(
+        "--predict-out",
+        default=None,
+        help="where batch-predict writes (default: a directory per run)",
+    )
+    _add_fields(s, DatasetConfig)
+    s.add_argument("--workdir", default=None, help="as for the other commands")
     return top
 
 
-@contextmanager
-def prefect_api():
-    """Use ``PREFECT_API_URL`` if set; otherwise start one local API for this command."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the Dask workers
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        _drain_to(server)
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+# -- running ----------------------------------------------------------------------------------
 
 
 def preflight() -> None:
@@ -167,7 +327,7 @@ def preflight() -> None:
     ``/health`` with a short timeout; without this check their clients retry for minutes.
     Exits with a message naming the URL and the variable to fix.
     """
-    from tasks.tracking import ServiceUnreachable, check_reachable, check_tracking_server
+    from ooc.tasks.health import ServiceUnreachable, check_reachable, check_tracking_server
 
     try:
         if os.environ.get("PREFECT_API_URL"):
@@ -178,82 +338,144 @@ def preflight() -> None:
                 "Start the server (`prefect server start`), or fix PREFECT_API_URL; unset, "
                 "ooc starts a local API for the command.",
             )
-        check_tracking_server()
+        check_tracking_server(os.environ.get("MLFLOW_TRACKING_URI", ""))
     except ServiceUnreachable as err:
         raise SystemExit(f"ooc: {err}") from None
 
 
-def _drain_to(server) -> None:
-    """Send queued logs and events before the API stops (else they retry for a minute)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogHandler
+def _jsonable(value):
+    if is_dataclass(value):
+        return {k: _jsonable(v) for k, v in asdict(value).items()}
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
 
-    APILogHandler().flush()
-    EventsWorker.drain_all(timeout=10)
+
+def _run_flow(args, session):
+    from . import pipeline as flows
+    from .runner import dask_task_runner
+
+    runner = dask_task_runner()
+    if args.command == "generate":
+        (dataset,) = _configs(args, DatasetConfig)
+        return flows.generate_dataset.with_options(task_runner=runner)(
+            out=args.out, dataset=dataset, workdir=args.workdir
+        )
+    if args.command == "train":
+        model, training, preprocess = args.configs
+        return flows.train.with_options(task_runner=runner)(
+            data=args.data,
+            target=args.target,
+            model=model,
+            training=training,
+            preprocess=preprocess,
+            workdir=args.workdir,
+        )
+    if args.command == "predict":
+        return flows.batch_predict.with_options(task_runner=runner)(
+            data=args.data,
+            out=args.out,
+            model=args.model,
+            target=args.target,
+            method=args.method,
+            block_rows=args.block_rows,
+            workdir=args.workdir,
+            registered_model=args.registered_model,
+        )
+    if args.command == "tune":
+        model, search, training, preprocess = args.configs
+        return flows.tune.with_options(task_runner=runner)(
+            data=args.data,
+            target=args.target,
+            model=model,
+            search=search,
+            training=training,
+            preprocess=preprocess,
+            workdir=args.workdir,
+        )
+    dataset, model, training, preprocess = args.configs
+    return flows.pipeline.with_options(task_runner=runner)(
+        dataset=dataset,
+        model=model,
+        training=training,
+        preprocess=preprocess,
+        workdir=args.workdir,
+    )
 
 
-def _print_result(result: dict) -> None:
-    from rich.console import Console
+def _convert(args) -> int:
+    import ooc
 
-    Console().print_json(json.dumps(result, default=str))
+    result = ooc.convert_csv(args.source, args.out, row_group_rows=args.row_group_rows)
+    if args.json:
+        print(json.dumps(_jsonable(result), indent=2))
+    else:
+        print(
+            f"{len(result.files)} parquet file(s), {result.n_rows:,} rows, in {result.out} "
+            f"({len(result.written)} written, {len(result.kept)} already complete)"
+        )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     args = parser().parse_args(argv)
-    from . import pipeline as flows
-
+    if args.command == "convert":
+        return _convert(args)
     if args.command == "serve":
         from .serve import serve
 
         preflight()
         return serve(args)
-    # Checked before any API or cluster starts.
-    configs = _model_configs(args) if args.command in ("train", "run") else None
     preflight()
-    with prefect_api():
-        if args.command == "generate":
-            result = flows.generate_dataset(
-                out=args.out, rows=args.rows, features=args.features, chunk_rows=args.chunk_rows,
-                task=args.task, dtype=args.dtype, seed=args.seed, workdir=args.workdir,
-            )  # fmt: skip
-        elif args.command == "train":
-            model, training = configs
-            result = flows.train(
-                data=args.data, target=args.target, model=model, training=training,
-                workdir=args.workdir,
-            )  # fmt: skip
-        elif args.command == "predict":
-            result = flows.batch_predict(
-                data=args.data, out=args.out, model=args.model, target=args.target,
-                method=args.method, workdir=args.workdir,
-                registered_model=args.registered_model,
-            )  # fmt: skip
-        else:
-            model, training = configs
-            result = flows.pipeline(
-                rows=args.rows, workdir=args.workdir, features=args.features,
-                chunk_rows=args.chunk_rows, task=args.task, seed=args.seed, model=model,
-                training=training,
-            )  # fmt: skip
-            _where_to_look(result)
-            return 0
-    _print_result(result)
+    from ooc.tasks.settings import get_settings
+
+    from .session import command_session
+
+    def check():  # before the cluster starts: a bad option costs nothing
+        if args.command == "train":
+            args.configs = _configs(args, ModelConfig, TrainingConfig, PreprocessConfig)
+        elif args.command == "run":
+            args.configs = _configs(
+                args, DatasetConfig, ModelConfig, TrainingConfig, PreprocessConfig
+            )
+        elif args.command == "tune":
+            args.configs = _configs(
+                args, ModelConfig, SearchConfig, TrainingConfig, PreprocessConfig
+            )
+            try:
+                check_search(*args.configs[:3])
+            except ValueError as err:
+                raise SystemExit(f"ooc: {err}") from None
+
+    def import_flows():
+        from . import pipeline  # noqa: F401 - prefect, mlflow: seconds of imports
+
+    try:
+        with command_session(get_settings(), check=check, meanwhile=import_flows) as session:
+            try:
+                result = _run_flow(args, session)
+            except Exception as err:  # noqa: BLE001 - the log above has the traceback
+                print(f"ooc: {args.command} failed: {err}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt as stop:
+        print(
+            f"ooc: {args.command} stopped ({stop or 'Ctrl-C'}). Nothing partial was written; "
+            "run the same command again to continue (complete outputs are kept).",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        print(json.dumps(_jsonable(result), indent=2, default=str))
+    else:
+        from .terminal import print_result
+
+        print_result(args.command, result, session, time.perf_counter() - started)
     return 0
-
-
-def _where_to_look(result: dict) -> None:
-    from rich.console import Console
-
-    console = Console()
-    card = result["train"]["card"]
-    console.print(f"\n[bold]data[/]        {result['generate']['path']}")
-    console.print(f"[bold]model[/]       {card['model_path']}")
-    console.print(f"[bold]metrics[/]     {card['metrics']}")
-    console.print(f"[bold]predictions[/] {result['predict']['out']}")
-    console.print(
-        "[bold]Prefect UI[/]  run `prefect server start` and open http://127.0.0.1:4200 "
-        "(flow runs, task runs, the summary and progress artifacts)"
-    )
 
 
 if __name__ == "__main__":

@@ -1,48 +1,76 @@
 """Prefect flows: generate_dataset, train, batch_predict, and the end-to-end pipeline.
 
-Flows wire tasks and choose the task runner, nothing else. Each flow body is a plain
-function so the ``pipeline`` flow can chain them under one task runner (one cluster).
+Flows wire tasks and choose the task runner, nothing else. One task run per stage (check,
+preprocess, fit, evaluate, predict, generate): each spreads its work over the Dask cluster
+and reports its progress. Each flow body is a plain function, so the ``pipeline`` flow
+chains them under one task runner (one cluster).
 """
 
 from __future__ import annotations
 
 import json
-import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow
 from prefect.runtime import flow_run
 
-from ooc.catalog import model_kind
-from ooc.datasets import DatasetSpec
 from ooc.files import atomic_write
-from tasks import tracking
-from tasks.data import check_dataset, plan_dataset, sample_rows, write_partition
-from tasks.evaluation import evaluate_model
-from tasks.prediction import REGISTRY_SCHEMES, plan_predictions, predict_partition
-from tasks.profiling import RunProfiler
-from tasks.settings import get_settings
-from tasks.training import fit_model, fit_scaler
+from ooc.tasks import registry as model_registry
+from ooc.tasks import tracking
+from ooc.tasks.config import (
+    DatasetConfig,
+    Method,
+    ModelConfig,
+    PreprocessConfig,
+    RegistryConfig,
+    SearchConfig,
+    TrainingConfig,
+    registered_name,
+)
+from ooc.tasks.data import Generated, check_dataset, generate_partitions, sample_rows
+from ooc.tasks.evaluation import evaluate_model
+from ooc.tasks.prediction import REGISTRY_SCHEMES, Predicted, predict_files
+from ooc.tasks.profiling import RunProfiler
+from ooc.tasks.recording import Candidate, log_training_run, register_model
+from ooc.tasks.settings import get_settings
+from ooc.tasks.store import load_object
+from ooc.tasks.training import Trained, fit_model, fit_preprocessing
+from ooc.tasks.tuning import Searched, make_search, search_model
 
-from .params import Dtype, Method, ModelConfig, RegistryConfig, Task, TrainingConfig
-from .progress import track_fit, track_futures
+from .progress import stage_bars
 from .runner import dask_task_runner
+from .summary import publish_summary
+
+VERSION = tracking.code_version()
+DEFAULT_BLOCK_ROWS = TrainingConfig.model_fields["block_rows"].default
 
 
 def _workdir(workdir: str | None) -> Path:
     return Path(workdir) if workdir else get_settings().workdir
 
 
-def dataset_dir(
-    workdir: str | Path, task: str, rows: int, features: int, chunk_rows: int, seed: int
-) -> Path:
+def dataset_dir(workdir: str | Path, dataset: DatasetConfig) -> Path:
     """Where the pipeline keeps the dataset of these parameters (one per parameter set)."""
-    return Path(workdir) / "data" / f"{task}-{rows}x{features}-{chunk_rows}-seed{seed}"
+    return Path(workdir) / "data" / dataset.directory_name()
 
 
 def _run_id() -> str:
     return str(flow_run.get_id() or "local")
+
+
+def _check(data, target, model: ModelConfig, training: TrainingConfig, preprocess):
+    return check_dataset(
+        data, target, training.holdout_fraction, training.split_seed, training.block_rows,
+        model.kind, preprocess,
+    )  # fmt: skip
+
+
+def _stats_cache(workdir: Path, training: TrainingConfig) -> str | None:
+    """Where a run keeps each file's statistics (shared by the runs of a work directory)."""
+    return str(Path(workdir) / "cache" / "stats") if training.stats_cache else None
 
 
 def _run_dir(workdir: Path) -> Path:
@@ -51,21 +79,30 @@ def _run_dir(workdir: Path) -> Path:
     return run
 
 
+def _prefect_link() -> str | None:
+    """The flow run's page in the Prefect UI (``PREFECT_UI_URL``: for a command's temporary
+    API, the local database that ``prefect server start`` serves)."""
+    from prefect.utilities.urls import url_for
+
+    return url_for("flow-run", obj_id=flow_run.get_id())
+
+
+def _links(run) -> list[tuple[str, str]]:
+    """Where to look at this run: its MLflow run, and its Prefect flow run."""
+    mlflow_link, how = tracking.run_link(tracking.current_uri(), run)
+    links = [("MLflow run", mlflow_link)]
+    if how.startswith("mlflow ui"):
+        links.append(("MLflow UI", how))
+    prefect = _prefect_link()
+    return links + ([("Prefect flow run", prefect)] if prefect else [])
+
+
 # -- flow bodies ------------------------------------------------------------------------------
 
 
-def run_generate(out: str, spec: DatasetSpec) -> dict:
-    start = time.perf_counter()
-    n_partitions = plan_dataset(out, spec)
-    futures = write_partition.map(unmapped(out), unmapped(spec), range(n_partitions))
-    written = track_futures(futures, "partitions written")
-    return {
-        "path": str(out),
-        "rows": spec.n_rows,
-        "partitions": n_partitions,
-        "written": sum(written),
-        "seconds": time.perf_counter() - start,
-    }
+def run_generate(out: str, dataset: DatasetConfig) -> Generated:
+    with stage_bars():
+        return generate_partitions.submit(out, dataset.spec()).result()
 
 
 def run_train(
@@ -73,69 +110,47 @@ def run_train(
     target: str | None,
     model: ModelConfig,
     training: TrainingConfig,
+    preprocess: PreprocessConfig,
     workdir: Path,
     profiler: RunProfiler,
-) -> dict:
-    logger = get_run_logger()
-    run_dir = _run_dir(workdir)
-    # Every footer is read and checked before any fitting starts.
-    layout = check_dataset(
-        data, target, training.holdout_fraction, training.split_seed, model_kind(model.name)
-    )
-    logger.info(
-        "Data %s: %d rows in %d files, %d features; %d rows held out for evaluation.",
-        data, layout["n_rows"], layout["n_files"], len(layout["features"]), layout["holdout_rows"],
-    )  # fmt: skip
-    split = (training.holdout_fraction, training.split_seed)
-    with profiler.stage("preprocess"):
-        scaler = fit_scaler.submit(data, target, model.name, *split, str(run_dir)).result()
-    with profiler.stage("fit"):
-        fit_future = fit_model.submit(
-            data, target, model.model_dump(), training.model_dump(),
-            scaler["scaler_path"], scaler["classes"], str(run_dir),
-        )  # fmt: skip
-        fit = track_fit(fit_future, run_dir / "progress.json")
-    with profiler.stage("evaluate"):
-        metrics = evaluate_model.submit(fit["model_path"], data, target, *split).result()
-    card = {
-        "model_path": fit["model_path"],
-        "model": model.model_dump(),
-        "training": training.model_dump(),
-        "data": str(data),
-        "target": target,
-        "features": layout["features"],
-        "classes": scaler["classes"],
-        "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
-    }
-    _write_json(Path(fit["model_path"]).with_suffix(".json"), card)
-    return {"layout": layout, "scaler": scaler, "fit": fit, "metrics": metrics, "card": card}
+) -> Trained:
+    run_dir = str(_run_dir(workdir))
+    # Every footer is read and checked, and the split decided, before any fitting starts.
+    plan = _check(data, target, model, training, preprocess)
+    with stage_bars():
+        with profiler.stage("preprocess"):
+            preprocessed = fit_preprocessing.submit(
+                plan.train, model, run_dir, _stats_cache(workdir, training), preprocess
+            ).result()
+        with profiler.stage("fit"):
+            fitted = fit_model.submit(plan.train, model, training, preprocessed, run_dir).result()
+        with profiler.stage("evaluate"):
+            evaluated = evaluate_model.submit(fitted.model_path, plan.holdout).result()
+    trained = Trained(plan, model, training, preprocessed, fitted, evaluated, preprocess)
+    _write_json(Path(fitted.model_path).with_suffix(".json"), trained.card())
+    return trained
 
 
 def run_predict(
-    data: str, out: str, model_ref: str, target: str | None, method: str, profiler: RunProfiler
-) -> dict:
-    """Predict with a registry URI or a saved model path, one mapped task per file."""
-    start = time.perf_counter()
+    data: str,
+    out: str,
+    model_ref: str,
+    target: str | None,
+    method: str,
+    block_rows: int,
+    profiler: RunProfiler,
+) -> Predicted:
+    """Predict with a registry URI or a saved model path, on every worker."""
     if model_ref.startswith(REGISTRY_SCHEMES):
-        features = tracking.model_features(model_ref)
+        features = model_registry.model_features(model_ref)
     else:
         card = Path(model_ref).with_suffix(".json")
         features = json.loads(card.read_text())["features"] if card.exists() else None
-    with profiler.stage("predict"):
-        jobs = plan_predictions(data, out, target, features)
-        futures = predict_partition.map(
-            jobs, range(len(jobs)), unmapped(model_ref), unmapped(method),
-            unmapped(tracking.current_uri()),
-        )  # fmt: skip
-        results = track_futures(futures, "partitions predicted")
-    return {
-        "out": str(out),
-        "files": len(results),
-        "rows": sum(r["rows"] for r in results),
-        "written": sum(r["written"] for r in results),
-        "model_path": model_ref,
-        "seconds": time.perf_counter() - start,
-    }
+    with profiler.stage("predict"), stage_bars():
+        return predict_files.submit(
+            data, out, model_ref, target=target, features=features, method=method,
+            block_rows=block_rows, tracking_uri=tracking.current_uri(),
+        ).result()  # fmt: skip
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -143,91 +158,100 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str)))
 
 
-def _log_profile(profiler: RunProfiler, trained: dict | None = None) -> None:
-    blocks = trained["fit"]["blocks_path"] if trained else None
-    files = profiler.figures(blocks)
+@contextmanager
+def _profile_logged(profiler: RunProfiler, trained: Trained | None = None):
+    """Draw the run's profile in a thread while the block runs (logging the model to
+    MLflow, registering it), then log the figures: the run's end waits for the slower of
+    the two, not for both."""
+    blocks = trained.fitted.blocks_path if trained else None
+    origin = trained.fitted.blocks_origin if trained else 0.0
+    with ThreadPoolExecutor(1, thread_name_prefix="ooc-figures") as pool:
+        drawing = pool.submit(profiler.figures, blocks, origin)
+        yield
+        files = drawing.result()
     tracking.log_files([*files, blocks] if blocks else files)
     tracking.log_cluster(profiler.client)
 
 
-def _candidate(trained: dict, registry: RegistryConfig, model: ModelConfig) -> dict:
-    """Log the trained model and decide (without writing the registry) if it is better."""
-    name, metric, direction = registry.resolve(model.name)
-    model_uri = tracking.log_training(
-        trained, sample_rows(trained["card"]["data"], trained["card"]["features"])
-    )
-    score = trained["metrics"].get(metric)
-    return {
-        "name": name,
-        "model_uri": model_uri,
-        "decision": tracking.decide(name, metric, direction, score),
-    }
+@dataclass(frozen=True)
+class TrainResult:
+    """A train flow run: the training, and what the registry decided."""
+
+    trained: Trained
+    registered: model_registry.Decision
+    links: list[tuple[str, str]]
 
 
-def _register(candidate: dict) -> tracking.Decision:
-    decision = tracking.register(candidate["name"], candidate["model_uri"], candidate["decision"])
-    get_run_logger().info(
-        "Registered %s version %s: %s.", candidate["name"], decision.version, decision.reason
-    )
-    return decision
+@dataclass(frozen=True)
+class PredictResult:
+    predicted: Predicted
+    model_version: str | None
+    links: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    generated: Generated
+    trained: Trained
+    registered: model_registry.Decision
+    predicted: Predicted
+    predicted_with: str  # "this run's model" or "champion vN"
+    links: list[tuple[str, str]]
 
 
 # -- flows ----------------------------------------------------------------------------------
 
 
-@flow(name="generate-dataset", task_runner=dask_task_runner(), log_prints=True)
+@flow(name="generate-dataset", version=VERSION, task_runner=dask_task_runner(), log_prints=True)
 def generate_dataset(
     out: str,
-    rows: int = 3_000_000,
-    features: int = 20,
-    chunk_rows: int = 250_000,
-    task: Task = "classification",
-    dtype: Dtype = "float64",
-    seed: int = 0,
+    dataset: DatasetConfig = DatasetConfig(),  # noqa: B008 (pydantic defaults render in the UI)
     workdir: str | None = None,
-) -> dict:
-    """Write a synthetic parquet dataset, one retried task per partition."""
-    spec = DatasetSpec(rows, features, chunk_rows, task, dtype, seed)
-    with tracking.flow_run_tracking("generate-dataset", _workdir(workdir)):
-        result = run_generate(out, spec)
-        tracking.log_generation(result)
-    _summary({"generate": result})
-    return result
+) -> Generated:
+    """Write a synthetic parquet dataset on the cluster (complete files are kept)."""
+    with tracking.flow_run_tracking("generate-dataset", _workdir(workdir), _prefect_link()) as run:
+        generated = run_generate(out, dataset)
+        tracking.log_generation(generated)
+    publish_summary(generated=generated, links=_links(run))
+    return generated
 
 
-@flow(name="train", task_runner=dask_task_runner(), log_prints=True)
+@flow(name="train", version=VERSION, task_runner=dask_task_runner(), log_prints=True)
 def train(
     data: str,
     target: str | None = "y",
-    model: ModelConfig = ModelConfig(),  # noqa: B008 (pydantic defaults render in the UI)
+    model: ModelConfig = ModelConfig(),  # noqa: B008
     training: TrainingConfig = TrainingConfig(),  # noqa: B008
     registry: RegistryConfig = RegistryConfig(),  # noqa: B008
     workdir: str | None = None,
-) -> dict:
-    """Check the data, fit the scaler, stream the fit, evaluate on the holdout files, log
+    preprocess: PreprocessConfig = PreprocessConfig(),  # noqa: B008
+) -> TrainResult:
+    """Check the data, fit the scaler, stream the fit, evaluate on the holdout rows, log
     everything to MLflow and register the model (champion only if it is better)."""
     root = _workdir(workdir)
-    with tracking.flow_run_tracking("train", root):
+    with tracking.flow_run_tracking("train", root, _prefect_link()) as run:
         with RunProfiler(_run_dir(root) / "profile") as profiler:
-            result = run_train(data, target, model, training, root, profiler)
-        candidate = _candidate(result, registry, model)
-        _log_profile(profiler, result)
-        result["registry"] = _register(candidate).__dict__
-    _summary({"train": result})
+            trained = run_train(data, target, model, training, preprocess, root, profiler)
+        with _profile_logged(profiler, trained):
+            candidate = log_training_run(trained, registry)
+        registered = register_model(candidate)
+    result = TrainResult(trained, registered, _links(run))
+    publish_summary(trained=trained, registered=registered, links=_links(run))
     return result
 
 
-@flow(name="batch-predict", task_runner=dask_task_runner(), log_prints=True)
+@flow(name="batch-predict", version=VERSION, task_runner=dask_task_runner(), log_prints=True)
 def batch_predict(
     data: str,
     out: str | None = None,
     model: str | None = None,
-    registered_model: str = "ooc-classification",
+    registered_model: str = registered_name("classification"),
     target: str | None = "y",
     method: Method = "predict",
+    block_rows: int = DEFAULT_BLOCK_ROWS,
     workdir: str | None = None,
-) -> dict:
-    """Predict every file under ``data`` into ``out``, one retried task per file.
+) -> PredictResult:
+    """Predict every file under ``data`` into ``out``, one output per input file.
 
     ``model`` is a registry URI or a saved model path; by default the registry's
     ``champion`` of ``registered_model``, pinned to its version for the whole run.
@@ -235,104 +259,110 @@ def batch_predict(
     """
     root = _workdir(workdir)
     out = out or str(root / "predictions" / _run_id())
-    with tracking.flow_run_tracking("batch-predict", root):
-        model_ref, version = (model, None) if model else tracking.champion_uri(registered_model)
+    with tracking.flow_run_tracking("batch-predict", root, _prefect_link()) as run:
+        model_ref, version = (
+            (model, None) if model else model_registry.champion_uri(registered_model)
+        )
         with RunProfiler(_run_dir(root) / "profile") as profiler:
-            result = run_predict(data, out, model_ref, target, method, profiler)
-        tracking.log_prediction(result)
-        tracking.log_prediction_version(version)
-        _log_profile(profiler)
-    _summary({"predict": result})
-    return result
+            predicted = run_predict(data, out, model_ref, target, method, block_rows, profiler)
+        with _profile_logged(profiler):
+            tracking.log_prediction(predicted, version)
+    publish_summary(predicted=predicted, links=_links(run))
+    return PredictResult(predicted, version, _links(run))
 
 
-@flow(name="pipeline", task_runner=dask_task_runner(), log_prints=True)
+@flow(name="pipeline", version=VERSION, task_runner=dask_task_runner(), log_prints=True)
 def pipeline(
-    rows: int = 3_000_000,
-    workdir: str | None = None,
-    features: int = 20,
-    chunk_rows: int = 250_000,
-    task: Task = "classification",
-    seed: int = 0,
+    dataset: DatasetConfig = DatasetConfig(),  # noqa: B008
     model: ModelConfig = ModelConfig(),  # noqa: B008
     training: TrainingConfig = TrainingConfig(),  # noqa: B008
     registry: RegistryConfig = RegistryConfig(),  # noqa: B008
-) -> dict:
+    workdir: str | None = None,
+    preprocess: PreprocessConfig = PreprocessConfig(),  # noqa: B008
+) -> PipelineResult:
     """End to end: generate if missing, preprocess, fit, evaluate, predict with the
     champion (the new model if it beats the old one), then register the new model."""
     root = _workdir(workdir)
-    spec = DatasetSpec(rows, features, chunk_rows, task, "float64", seed)
-    data = str(dataset_dir(root, task, rows, features, chunk_rows, seed))
-    with tracking.flow_run_tracking("pipeline", root):
+    data = str(dataset_dir(root, dataset))
+    with tracking.flow_run_tracking("pipeline", root, _prefect_link()) as run:
         with RunProfiler(_run_dir(root) / "profile") as profiler:
             with profiler.stage("generate"):
-                generated = run_generate(data, spec)
-            trained = run_train(data, "y", model, training, root, profiler)
-            candidate = _candidate(trained, registry, model)
-            decision = candidate["decision"]
-            model_ref = (
-                candidate["model_uri"]
-                if decision.promoted
-                else tracking.champion_uri(candidate["name"])[0]
-            )
+                generated = run_generate(data, dataset)
+            trained = run_train(data, "y", model, training, preprocess, root, profiler)
+            candidate = log_training_run(trained, registry)
+            if candidate.decision.promoted:
+                model_ref, version, used = candidate.model_uri, None, "this run's model"
+            else:
+                model_ref, version = model_registry.champion_uri(candidate.name)
+                used = f"champion v{version}"
             out = str(root / "predictions" / _run_id())
-            predicted = run_predict(data, out, model_ref, "y", "predict", profiler)
-        tracking.log_generation(generated)
-        tracking.log_prediction(predicted)
-        _log_profile(profiler, trained)
+            predicted = run_predict(
+                data, out, model_ref, "y", "predict", training.block_rows, profiler
+            )
+        with _profile_logged(profiler, trained):
+            tracking.log_generation(generated)
         # Last, so a run that fails anywhere registers nothing.
-        registered = _register(candidate)
-        trained["registry"] = registered.__dict__
-        tracking.log_prediction_version(
-            registered.version if decision.promoted else registered.champion_version
-        )
-    result = {"generate": generated, "train": trained, "predict": predicted}
-    _summary(result)
-    return result
+        registered = register_model(candidate)
+        # The version that made the predictions: this run's, once registered, or the
+        # champion pinned before predicting (whatever the registry decided since).
+        tracking.log_prediction(predicted, registered.version if version is None else version)
+    if version is None:
+        used = f"this run's model, registered as {candidate.name} v{registered.version}"
+    publish_summary(
+        generated=generated, trained=trained, registered=registered, predicted=predicted,
+        predicted_with=used, links=_links(run),
+    )  # fmt: skip
+    return PipelineResult(generated, trained, registered, predicted, used, _links(run))
 
 
-# -- run summary ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuneResult:
+    """A tune flow run: the search, the best model's holdout metrics, the registry."""
+
+    searched: Searched
+    evaluated: object  # tasks.evaluation.Evaluated
+    registered: model_registry.Decision
+    links: list[tuple[str, str]]
 
 
-def _summary(result: dict) -> str:
-    """A markdown artifact with data, model, metrics and timings; also printed to the log."""
-    lines = ["# ooc run summary", ""]
-    stages = []
-    if "generate" in result:
-        g = result["generate"]
-        lines.append(
-            f"**Data** `{g['path']}`: {g['rows']:,} rows, {g['partitions']} partitions "
-            f"({g['written']} written now)."
-        )
-        stages.append(("generate", g["seconds"], g["rows"] if g["written"] else None))
-    if "train" in result:
-        t = result["train"]
-        card, fit = t["card"], t["fit"]
-        lines += [
-            f"**Model** `{card['model']['name']}` {card['model']['params'] or ''} → "
-            f"`{card['model_path']}`",
-            f"trained on {fit['n_samples_seen']:,} rows over {fit['n_epochs']} epoch(s)"
-            + (f", resumed from {fit['resumed_from']}" if fit["resumed_from"] else ""),
-            "",
-            "| metric (holdout) | value |",
-            "|---|---|",
-            *[f"| {k} | {v:.6g} |" for k, v in card["metrics"].items()],
-        ]
-        rows = t["layout"]["train_rows"]
-        stages += [
-            ("preprocess", t["scaler"]["seconds"], rows),
-            ("fit", fit["seconds"], fit["n_samples_seen"]),
-            ("evaluate", t["metrics"]["seconds"], t["layout"]["holdout_rows"]),
-        ]
-    if "predict" in result:
-        p = result["predict"]
-        lines.append(f"\n**Predictions** `{p['out']}`: {p['files']} files, {p['rows']:,} rows.")
-        stages.append(("predict", p["seconds"], p["rows"] if p["written"] else None))
-    lines += ["", "| stage | seconds | rows/s |", "|---|---|---|"]
-    for stage, seconds, rows in stages:
-        rate = f"{rows / seconds:,.0f}" if rows and seconds else "–"
-        lines.append(f"| {stage} | {seconds:.2f} | {rate} |")
-    markdown = "\n".join(lines)
-    create_markdown_artifact(markdown, key="ooc-run-summary", description="ooc run summary")
-    get_run_logger().info("\n%s", markdown)
-    return markdown
+@flow(name="tune", version=VERSION, task_runner=dask_task_runner(), log_prints=True)
+def tune(
+    data: str,
+    search: SearchConfig,
+    target: str | None = "y",
+    model: ModelConfig = ModelConfig(),  # noqa: B008
+    training: TrainingConfig = TrainingConfig(),  # noqa: B008
+    registry: RegistryConfig = RegistryConfig(),  # noqa: B008
+    workdir: str | None = None,
+    preprocess: PreprocessConfig = PreprocessConfig(),  # noqa: B008
+) -> TuneResult:
+    """Race candidates of the estimator on the training rows (Hyperband: a few passes over
+    the data, not one per candidate), refit the best, evaluate it on the holdout rows, log
+    every candidate as a child MLflow run, and register the best (champion only if better)."""
+    search.check_names(model)  # before any work: a misspelt parameter fails here
+    make_search(model, training, search, callback=None).metadata  # noqa: B018 - the budget
+    root = _workdir(workdir)
+    run_dir = str(_run_dir(root))
+    with tracking.flow_run_tracking("tune", root, _prefect_link()) as run:
+        plan = _check(data, target, model, training, preprocess)
+        with stage_bars():
+            preprocessed = fit_preprocessing.submit(
+                plan.train, model, run_dir, _stats_cache(root, training), preprocess
+            ).result()
+            searched = search_model.submit(
+                plan.train, model, training, search, preprocessed, run_dir
+            ).result()
+            evaluated = evaluate_model.submit(searched.model_path, plan.holdout).result()
+        example = sample_rows(plan)
+        tracking.log_holdout(evaluated.metrics)
+        tracking.log_search(searched, model, search)
+        tracking.log_dataset(plan, example)
+        name, metric, direction = registry.resolve(model.kind)
+        pipeline = load_object(searched.model_path)
+        model_uri = tracking.log_model(pipeline, example)
+        decision = model_registry.decide(name, metric, direction, evaluated.metrics.get(metric))
+        registered = register_model(Candidate(name, model_uri, decision))
+    publish_summary(
+        searched=searched, evaluated=evaluated, registered=registered, links=_links(run)
+    )
+    return TuneResult(searched, evaluated, registered, _links(run))

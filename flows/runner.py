@@ -1,14 +1,15 @@
 """The Dask task runner, chosen from the settings.
 
 An existing scheduler when ``OOC_DASK_ADDRESS`` is set; a cluster class (Kubernetes,
-HPC) when ``OOC_DASK_CLUSTER_CLASS`` is; otherwise a LocalCluster of worker processes.
+HPC) when ``OOC_DASK_CLUSTER_CLASS`` is; otherwise a LocalCluster (threads of the flow's
+process by default; see ``tasks.settings.local_cluster_kwargs``).
 """
 
 from __future__ import annotations
 
 from prefect_dask import DaskTaskRunner
 
-from tasks.settings import Settings, get_settings
+from ooc.tasks.settings import Settings, get_settings, local_cluster_kwargs
 
 
 def dask_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
@@ -21,12 +22,5 @@ def dask_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
             cluster_kwargs=settings.dask_cluster_kwargs,
         )
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": settings.n_workers,
-            "threads_per_worker": settings.threads_per_worker,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": settings.dashboard_address,
-        },
+        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(settings)
     )

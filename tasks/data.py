@@ -1,157 +1,174 @@
-"""Tasks for datasets: plan, write partitions (mapped), and check before any fitting."""
+"""Tasks for datasets: write a synthetic one, and check and split one before any fitting."""
 
 from __future__ import annotations
 
-from prefect import task
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.tasks import exponential_backoff
 
 import ooc
+from ooc.checks import check_classes, check_footer_statistics
 from ooc.datasets import DatasetSpec, prepare_dataset_dir
 
+from .cluster import cluster_client
+from .config import PreprocessConfig
 from .faults import maybe_fail
-
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=1)}
-
-
-@task(cache_policy=NONE)
-def plan_dataset(out: str, spec: DatasetSpec) -> int:
-    """Create the dataset directory and manifest; return the number of partitions."""
-    prepare_dataset_dir(out, spec)
-    return spec.n_partitions
+from .progress import StageProgress
+from .retries import IO_RETRIES, retry_transient
+from .tabular import as_frame, needs_frame
 
 
-@task(cache_policy=NONE, **IO_RETRIES)
-def write_partition(out: str, spec: DatasetSpec, index: int) -> bool:
-    """Write one partition atomically (idempotent: a complete file is kept)."""
-    maybe_fail("generate-partition", index)
-    return ooc.write_partition(out, spec, index)
+@dataclass(frozen=True)
+class DataPlan:
+    """A checked dataset and its split, decided once and handed to every later task.
 
-
-def split_layout(data: str, target: str | None, holdout_fraction: float, split_seed: int):
-    """The dataset's layout from its footers, and its (train, holdout) split by whole files.
-
-    Every task that needs the split derives it here, so they all agree on it.
+    Attributes
+    ----------
+    data : str
+        The dataset's path.
+    source : ooc.ParquetSource
+        Every row, as the footers describe them.
+    train, holdout : ooc.ParquetSource
+        The split (disjoint, together every row).
     """
-    layout = ooc.inspect_parquet(data, target=target)
-    return (layout, *layout.split(holdout_fraction, seed=split_seed))
+
+    data: str
+    source: ooc.ParquetSource
+    train: ooc.ParquetSource
+    holdout: ooc.ParquetSource
+
+    @property
+    def target(self) -> str | None:
+        return self.source.target
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.source.features)
+
+    def fingerprint(self) -> str:
+        """A short hash of the files, row groups and columns a run read."""
+        s = self.source
+        basis = [list(map(str, s.files)), s.row_groups, s.features, s.target, s.partitions]
+        return hashlib.sha256(json.dumps(basis, default=str).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        s = self.source
+        return (
+            f"{s.n_rows:,} rows in {len(s.files)} file(s), {len(s.features)} features, "
+            f"{len(s.blocks)} block(s) of at most {s.block_rows:,} rows; "
+            f"{self.holdout.n_rows:,} rows held out for evaluation"
+        )
 
 
-def _show(files, at_most: int = 3) -> str:
-    names = ", ".join(str(f) for f in files[:at_most])
-    return f"{names}, … ({len(files)} files)" if len(files) > at_most else names
-
-
-def check_footer_statistics(layout) -> None:
-    """Missing values and infinities that the parquet footers already show.
-
-    Parquet writers store each column chunk's null count and min/max: a null, or an
-    infinite min or max, is found without reading any data. (NaN is not in the
-    statistics; the read of each block finds it, naming the file, column and row.)
-    """
-    import pyarrow.parquet as pq
-
-    columns = [*layout.features, *([layout.target] if layout.target else [])]
-    for file in layout.files:
-        meta = pq.read_metadata(file)
-        index = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
-        for group in range(meta.num_row_groups):
-            chunks = meta.row_group(group)
-            for name in columns:
-                stats = chunks.column(index[name]).statistics
-                if stats is None:
-                    continue
-                if stats.null_count:
-                    raise ValueError(
-                        f"{file}: column {name!r} has {stats.null_count} missing value(s) "
-                        f"(row group {group}, from the file's footer). Drop or impute them "
-                        "before fitting."
-                    )
-                if stats.has_min_max and isinstance(stats.min, float):
-                    for value in (stats.min, stats.max):
-                        if value in (float("inf"), float("-inf")):
-                            raise ValueError(
-                                f"{file}: column {name!r} holds {value} (row group {group}, "
-                                "from the file's footer); expected finite numbers. Drop or "
-                                "replace the infinite values before fitting."
-                            )
-
-
-def check_classes(train) -> None:
-    """A classifier's training files must hold at least two classes of the target.
-
-    Reads the target's min/max from the footers, and only where a footer has none the
-    target column itself (never the features), file by file until two classes are seen.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    seen: set = set()
-    unknown = []
-    for file in train.files:
-        meta = pq.read_metadata(file)
-        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-        column = names.index(train.target)
-        for group in range(meta.num_row_groups):
-            chunk = meta.row_group(group)
-            stats = chunk.column(column).statistics
-            if chunk.num_rows == 0:
-                continue
-            if stats is None or not stats.has_min_max:
-                unknown.append(file)
-                break
-            seen.update((stats.min, stats.max))
-        if len(seen) >= 2:
-            return
-    for file in dict.fromkeys(unknown):
-        values = pq.read_table(file, columns=[train.target]).column(train.target)
-        seen.update(pc.unique(values).to_pylist())
-        if len(seen) >= 2:
-            return
-    found = f"one class ({next(iter(seen))!r})" if seen else "no values"
-    raise ValueError(
-        f"Target column {train.target!r} has {found} in all training files "
-        f"({_show(train.files)}): a classifier needs at least two; check the data or the "
-        "target name."
-    )
-
-
-@task(cache_policy=NONE)
+@task(cache_policy=NONE, task_run_name="check-data")
 def check_dataset(
     data: str,
     target: str | None,
     holdout_fraction: float,
     split_seed: int,
+    block_rows: int,
     kind: str | None = None,
-) -> dict:
-    """Read every footer and fail fast on a bad dataset, before any fitting.
+    preprocess: PreprocessConfig = PreprocessConfig(),  # noqa: B008 - immutable
+) -> DataPlan:
+    """Read every footer and fail fast on a bad dataset, before any fitting; split it.
 
-    Checks the schema of every file, missing values and infinities the footers show and,
-    for ``kind="classification"``, that the training files hold two classes or more.
-    Returns the layout in small numbers: files and rows for training and holdout.
+    Checks the schema of every file, infinities and missing targets the footers show,
+    that a regressor's target is numeric and, for ``kind="classification"``, that the
+    training rows hold two classes or more. Missing feature values are reported (they are
+    imputed); data with text, booleans or missing values is read as a DataFrame.
     """
-    layout, train, holdout = split_layout(data, target, holdout_fraction, split_seed)
-    check_footer_statistics(layout)
+    logger = get_run_logger()
+    source = ooc.inspect_parquet(
+        data, target=target, block_rows=block_rows, as_frame="auto", allow_missing=True,
+        exclude=tuple(preprocess.drop),
+    )  # fmt: skip
+    report = check_footer_statistics(source, allow_missing=True)
+    if kind == "regression" and target is not None and source.target_dtype.kind not in "iufb":
+        raise ValueError(
+            f"Target column {target!r} of {source.files[0]} holds "
+            f"{source.schema.field(target).type}, but a regressor learns numbers. Pick a "
+            "numeric target, or a classifier (--model sgd-classifier) for labels."
+        )
+    source = as_frame(source) if needs_frame(source, preprocess) else source
+    for name, count in report.null_counts.items():
+        text = source.kind(name) in ("category", "bool") or name in preprocess.categorical
+        logger.info(
+            "Column %r: %d missing value(s) (%.2f%%), %s.",
+            name, count, 100 * report.missing_fraction(name),
+            "a category of their own" if text else f"imputed ({preprocess.impute})",
+        )  # fmt: skip
+    train, holdout = source.split(holdout_fraction, seed=split_seed)
     if kind == "classification" and target is not None:
         check_classes(train)
-    return {
-        "data": str(data),
-        "target": target,
-        "features": list(layout.features),
-        "dtype": str(layout.dtype),
-        "n_files": len(layout.files),
-        "files": [str(f) for f in layout.files],
-        "rows": list(layout.rows),
-        "n_rows": layout.n_rows,
-        "train_rows": train.n_rows,
-        "holdout_rows": holdout.n_rows,
-        "holdout_files": [str(f) for f in holdout.files],
-    }
+    plan = DataPlan(str(data), source, train, holdout)
+    logger.info("Data %s: %s.", data, plan.describe())
+    return plan
 
 
-def sample_rows(data: str, features: list[str], n: int = 5):
-    """The first ``n`` rows of the first file, as a DataFrame (a model's input example)."""
-    import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class Generated:
+    """What the generate stage wrote."""
 
-    first = ooc.list_parquet_files(data)[0]
-    return pq.ParquetFile(first).read_row_group(0, columns=features).slice(0, n).to_pandas()
+    path: str
+    rows: int
+    partitions: int
+    written: int
+    seconds: float
+
+
+def _write_partition(out: str, spec: DatasetSpec, index: int) -> tuple[bool, list[str]]:
+    """One partition, retried where it runs after a transient failure; the retries are
+    returned for the stage's log."""
+    notes: list[str] = []
+
+    def attempt():
+        maybe_fail("generate-partition", index)
+        return ooc.write_partition(out, spec, index)
+
+    def note(error, n):
+        notes.append(f"partition {index}: attempt {n} failed ({error!r}), retried")
+
+    return retry_transient(attempt, on_retry=note), notes
+
+
+@task(cache_policy=NONE, task_run_name="generate", **IO_RETRIES)
+def generate_partitions(out: str, spec: DatasetSpec) -> Generated:
+    """Write every partition of ``spec`` on the cluster (complete files are kept)."""
+    from distributed import as_completed
+
+    start = time.perf_counter()
+    prepare_dataset_dir(out, spec)
+    progress = StageProgress("generate", spec.n_partitions, "partitions")
+    logger = get_run_logger()
+    written = 0
+    with cluster_client() as client:
+        write = partial(_write_partition, out, spec)
+        futures = client.map(write, range(spec.n_partitions), pure=False)
+        for future in as_completed(futures):
+            wrote, notes = future.result()
+            written += wrote
+            for line in notes:
+                logger.warning(line)
+            progress.update(advance=1)
+    progress.finish()
+    return Generated(str(out), spec.n_rows, spec.n_partitions, written, time.perf_counter() - start)
+
+
+def sample_rows(plan: DataPlan, n: int = 5):
+    """The first ``n`` rows of the data, as a DataFrame (a model's input example); text
+    columns as plain strings, as a caller of the model would pass them."""
+    import pandas as pd
+
+    head = plan.source.head(n)
+    if not head.as_frame:
+        return pd.DataFrame(ooc.io.read_features(head, 0), columns=plan.features)
+    from ooc.frames import read_frame
+
+    frame = read_frame(head, 0).reset_index(drop=True)
+    text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    return frame.astype({c: object for c in text})

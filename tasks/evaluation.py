@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect_dask import get_dask_client
 
 import ooc
-from ooc.io import dask_arrays
+from ooc.io import dask_collections
 
-from .data import split_layout
+from .cluster import cluster_client
+from .progress import StageProgress
+from .retries import STAGE_RETRIES
 from .store import load_object
-from .training import RETRIES
 
 
-@task(cache_policy=NONE, **RETRIES)
-def evaluate_model(
-    model_path: str, data: str, target: str | None, holdout_fraction: float, split_seed: int
-) -> dict:
-    """Metrics of the saved model on the holdout files (accuracy, log loss, ROC AUC; R², RMSE;
-    inertia), with ``seconds`` and ``n_samples``."""
+@dataclass(frozen=True)
+class Evaluated:
+    """Holdout metrics (accuracy, log loss, ROC AUC; R², RMSE, MAE; inertia)."""
+
+    metrics: dict[str, float]
+    n_samples: int
+    seconds: float
+
+
+@task(cache_policy=NONE, task_run_name="evaluate", **STAGE_RETRIES)
+def evaluate_model(model_path: str, holdout: ooc.ParquetSource) -> Evaluated:
+    """Metrics of the saved model on the holdout rows, every worker computing its share."""
     start = time.perf_counter()
-    _, _, holdout = split_layout(data, target, holdout_fraction, split_seed)
-    X, y = dask_arrays(holdout)
+    X, y = dask_collections(holdout)
     model = load_object(model_path)
-    with get_dask_client():
+    progress = StageProgress("evaluate", len(holdout.blocks), "blocks")
+    with cluster_client():
         metrics = ooc.evaluate(model, X, y)
-    return {**metrics, "seconds": time.perf_counter() - start}
+    progress.finish()
+    n = int(metrics.pop("n_samples"))
+    return Evaluated(metrics, n, time.perf_counter() - start)

@@ -1,18 +1,27 @@
-"""Batch prediction tasks: plan one job per input file, then one mapped task per job."""
+"""The prediction stage: every input file predicted on the cluster, one output per file.
+
+One task run for the stage (the unit of visibility); inside it, one Dask task per file or
+per run of a large file's blocks, each retried where it runs after a transient failure (the
+unit of retry). The model is loaded once and shipped once to each worker. Outputs are
+atomic and complete ones are kept, so a retried or re-run stage continues where it stopped.
+"""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import time
+from dataclasses import dataclass
+from functools import partial
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.tasks import exponential_backoff
 
 import ooc
+from ooc.predict import PredictionJob, clear_leftovers, prediction_graph, takes_frames
 
-from . import tracking
+from .cluster import cluster_client
 from .faults import maybe_fail
+from .progress import StageProgress
+from .retries import IO_RETRIES, retry_transient
 from .store import load_object
 
 REGISTRY_SCHEMES = ("models:/", "runs:/")
@@ -21,67 +30,90 @@ REGISTRY_SCHEMES = ("models:/", "runs:/")
 def load_model(model_ref: str, tracking_uri: str | None = None):
     """A registry URI (``models:/name/3``) through MLflow, or a saved model path."""
     if model_ref.startswith(REGISTRY_SCHEMES):
-        return tracking.load_model(model_ref, tracking_uri or tracking.current_uri())
+        import mlflow
+
+        from .registry import load_model as load_registered
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        return load_registered(model_ref)
     return load_object(model_ref)
 
 
-# ooc.files.atomic_write's temporary name for <name>: .<name>.<hex digits>.tmp
-_TMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]+\.tmp")
+@dataclass(frozen=True)
+class Predicted:
+    """What the prediction stage wrote."""
+
+    out: str
+    files: int
+    rows: int
+    written: int  # outputs written now; the others were complete already
+    model_ref: str
+    seconds: float
 
 
-def remove_leftovers(jobs: list[ooc.PredictionJob]) -> list[Path]:
-    """Delete the temporary files a crashed writer left beside the planned outputs.
+def _attempt(index: dict, func, *args) -> tuple[object, list[str]]:
+    """Run one step of the prediction graph where it runs, retrying transient failures;
+    its result, and the retries for the stage's log."""
+    job = next(a for a in args if isinstance(a, PredictionJob))
+    notes: list[str] = []
 
-    Only names of the form ``.<output name>.<hex digits>.tmp`` next to an output of
-    ``jobs`` are removed: one run writes one output directory (scheduled runs each get
-    their own), so no live writer owns them. Returns the removed paths.
-    """
-    outputs: dict[Path, set[str]] = {}
-    for job in jobs:
-        outputs.setdefault(job.dest.parent, set()).add(job.dest.name)
-    removed = []
-    for folder, names in outputs.items():
-        if not folder.is_dir():
-            continue
-        for path in folder.glob(".*.tmp"):
-            match = _TMP.fullmatch(path.name)
-            if match and match["name"] in names:
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed
+    def attempt():
+        if func is not ooc.predict.join_parts:
+            maybe_fail("predict-partition", index[job.dest])
+        return func(*args)
+
+    def note(error, n):
+        notes.append(f"{job.dest.name}: attempt {n} failed ({error!r}), retried")
+
+    return retry_transient(attempt, on_retry=note), notes
 
 
-@task(cache_policy=NONE)
-def plan_predictions(
-    data: str, out: str, target: str | None, features: list[str] | None
-) -> list[ooc.PredictionJob]:
-    """Check the input files (schema, features) and plan one output per input.
-
-    Temporary files a crashed earlier run left in ``out`` are removed (and logged).
-    """
-    jobs = ooc.prediction_jobs(data, out, features=features, target=target)
-    removed = remove_leftovers(jobs)
-    if removed:
-        get_run_logger().info(
-            "Removed %d temporary file(s) an interrupted run left in %s.", len(removed), out
-        )
-    return jobs
-
-
-@task(
-    cache_policy=NONE,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    task_run_name="predict-{job.source.name}",
-)
-def predict_partition(
-    job: ooc.PredictionJob,
-    index: int,
+@task(cache_policy=NONE, task_run_name="predict", **IO_RETRIES)
+def predict_files(
+    data: str,
+    out: str,
     model_ref: str,
+    *,
+    target: str | None,
+    features: list[str] | None,
     method: str,
+    block_rows: int,
     tracking_uri: str | None = None,
-) -> dict:
-    """Predict one file and write its output atomically; a complete output is kept."""
-    maybe_fail("predict-partition", index)
-    written = ooc.predict_file(load_model(model_ref, tracking_uri), job, method)
-    return {"dest": str(job.dest), "rows": job.rows, "written": written}
+) -> Predicted:
+    """Predict every file under ``data`` into ``out`` on the cluster's workers."""
+    start = time.perf_counter()
+    logger = get_run_logger()
+    model = load_model(model_ref, tracking_uri)
+    jobs = ooc.prediction_jobs(
+        data, out, features=features, target=target, block_rows=block_rows,
+        as_frame=takes_frames(model),
+    )  # fmt: skip
+    removed = clear_leftovers(jobs)
+    if removed:
+        logger.info("Removed %d file(s) an interrupted run left in %s.", len(removed), out)
+    steps = prediction_graph(
+        model, jobs, method, call=partial(_attempt, {job.dest: i for i, job in enumerate(jobs)})
+    )
+    progress = StageProgress("predict", sum(s.blocks for s in steps), "blocks")
+    with cluster_client() as client:
+        from distributed import as_completed
+
+        futures = client.compute([step.task for step in steps])
+        step_of = {future.key: step for future, step in zip(futures, steps, strict=True)}
+        written = 0
+        for future in as_completed(futures):
+            step, (result, notes) = step_of[future.key], future.result()
+            for line in notes:
+                logger.warning(line)
+            progress.update(advance=step.blocks)
+            written += step.final and bool(result)
+    progress.finish()
+    return Predicted(
+        out=str(out),
+        files=len(jobs),
+        rows=sum(job.rows for job in jobs),
+        written=written,
+        model_ref=model_ref,
+        seconds=time.perf_counter() - start,
+    )

@@ -46,7 +46,7 @@ class RunProfiler:
     """Context manager recording a run's profile into ``out_dir``; see :meth:`figures`."""
 
     out_dir: Path
-    interval: float = 0.5
+    interval: float = 0.2
     stages: list[tuple[str, float, float]] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     tasks: list[dict] = field(default_factory=list)
@@ -76,7 +76,9 @@ class RunProfiler:
         if self._client is not None:
             self._stack.enter_context(self._client.as_current())
             self._stream = self._stack.enter_context(get_task_stream(client=self._client))
-            self._stack.enter_context(performance_report(filename=str(self.report_path)))
+            # Inline: the report opens offline (BokehJS embedded, not from a CDN).
+            report = performance_report(filename=str(self.report_path), mode="inline")
+            self._stack.enter_context(report)
         self._sampler = threading.Thread(target=self._sample, name="ooc-profiler", daemon=True)
         self._sampler.start()
         return self
@@ -111,20 +113,21 @@ class RunProfiler:
                     workers = {}
                 for address, info in workers.items():
                     metrics = info.get("metrics", {})
-                    sample["workers"][info.get("name", address)] = (
-                        metrics.get("cpu", 0.0),
-                        metrics.get("memory", 0),
-                    )
+                    sample["workers"][address] = (metrics.get("cpu", 0.0), metrics.get("memory", 0))
             self.samples.append(sample)
 
     # -- drawing --------------------------------------------------------------------------
-    def figures(self, blocks_csv: str | Path | None = None) -> list[Path]:
-        """Draw the profile; return the files written (PNGs, and the HTML report)."""
+    def figures(self, blocks_csv: str | Path | None = None, origin: float = 0.0) -> list[Path]:
+        """Draw the profile; return the files written (PNGs, and the HTML report).
+
+        ``blocks_csv`` is the fit's per-block table, its times in seconds from ``origin``
+        (a wall-clock time).
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         files = []
-        blocks = _read_blocks(blocks_csv) if blocks_csv else []
+        blocks = _read_blocks(blocks_csv, origin) if blocks_csv else []
         for stage, title, extra in (
             ("fit", "Training parallelism", blocks),
             ("predict", "Predicting parallelism", []),
@@ -137,39 +140,62 @@ class RunProfiler:
             files.append(self.report_path)
         return files
 
+    def _worker_names(self) -> dict[str, str]:
+        """One name per worker for every figure: ``worker 1 (address)``, by address."""
+        addresses = sorted(
+            {str(r.get("worker", "?")) for r in self.tasks}
+            | {w for s in self.samples for w in s["workers"]}
+        )
+        return {
+            a: f"worker {i} (threads of the flow's process)"
+            if a.startswith("inproc")
+            else f"worker {i} ({a})"
+            for i, a in enumerate(addresses, start=1)
+        }
+
     def _gantt(self, stage: str, title: str, span: tuple[float, float], blocks: list) -> Path:
         import matplotlib.pyplot as plt
 
+        names = self._worker_names()
         lanes: dict[str, list[tuple[float, float, str]]] = {}
         for record in self.tasks:
-            name = str(record.get("key", "task")).split("-")[0].strip("('\"")
-            lane = f"{record.get('worker', '?')}"
+            kind = str(record.get("key", "task")).split("-")[0].strip("('\"_")
+            lane = f"Dask tasks on {names.get(str(record.get('worker', '?')), '?')}"
             for ss in record.get("startstops", ()):
                 if ss["stop"] >= span[0] and ss["start"] <= span[1]:
-                    lanes.setdefault(lane, []).append((ss["start"], ss["stop"], name))
+                    lanes.setdefault(lane, []).append((ss["start"], ss["stop"], kind))
         parallel = any(b.get("replica") for b in blocks)
         for b in blocks:
             # One pair of lanes per replica of a parallel fit.
-            replica = f" (replica {int(b['replica'])})" if parallel else ""
-            lanes.setdefault(f"fit: reading blocks (prefetch){replica}", []).append(
-                (b["load_started"], b["load_started"] + b["load_seconds"], "read+transform")
+            replica = f", replica {int(b['replica'])}" if parallel else ""
+            lanes.setdefault(f"fit{replica}: reading + transforming blocks", []).append(
+                (b["load_started"], b["load_started"] + b["load_seconds"], "read + transform")
             )
-            lanes.setdefault(f"fit: partial_fit{replica}", []).append(
+            lanes.setdefault(f"fit{replica}: partial_fit", []).append(
                 (b["fit_started"], b["fit_started"] + b["fit_seconds"], "partial_fit")
             )
-        names = sorted({n for bars in lanes.values() for *_, n in bars})
-        colours = dict(zip(names, plt.cm.tab10.colors, strict=False))
-        fig, ax = plt.subplots(figsize=(11, 1.2 + 0.5 * max(len(lanes), 1)))
-        for row, (_, bars) in enumerate(sorted(lanes.items())):
-            for start, stop, name in bars:
-                ax.barh(row, stop - start, left=start - self.started, color=colours[name])
-        ax.set_yticks(range(len(lanes)), sorted(lanes))
+        kinds = sorted({n for bars in lanes.values() for *_, n in bars})
+        colours = dict(zip(kinds, plt.cm.tab10.colors, strict=False))
+        order = sorted(lanes)
+        fig, ax = plt.subplots(figsize=(12, 1.6 + 0.45 * max(len(lanes), 1)))
+        for row, lane in enumerate(order):
+            for start, stop, kind in lanes[lane]:
+                ax.barh(
+                    row, stop - start, left=start - self.started, height=0.7,
+                    color=colours[kind], edgecolor="white", linewidth=0.6,
+                )  # fmt: skip
+        ax.set_yticks(range(len(order)), order)
+        ax.invert_yaxis()
         ax.set_xlabel("seconds since the run started")
-        ax.set_xlim(span[0] - self.started, span[1] - self.started)
-        ax.set_title(f"{title}: tasks per worker over time ({stage} stage)")
-        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names]
+        ends = [stop for bars in lanes.values() for _, stop, _ in bars]
+        ax.set_xlim(span[0] - self.started, max([span[1], *ends]) - self.started)
+        ax.set_title(f"{title}: what ran where, {stage} stage (a bar is one task or block)")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[k]) for k in kinds]
         if handles:
-            ax.legend(handles, names, loc="upper right", fontsize="small")
+            # Outside the axes: the legend never hides a bar.
+            ax.legend(handles, kinds, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                      fontsize="small", title="task")  # fmt: skip
+        ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
         path = self.out_dir / f"task-stream-{stage}.png"
         fig.savefig(path, dpi=110)
@@ -179,33 +205,51 @@ class RunProfiler:
     def _resources(self) -> Path:
         import matplotlib.pyplot as plt
 
-        fig, (cpu_ax, mem_ax) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
-        times = [s["time"] - self.started for s in self.samples]
-        workers = sorted({w for s in self.samples for w in s["workers"]}, key=str)
-        for w in workers:
-            cpu = [s["workers"].get(w, (float("nan"), 0))[0] for s in self.samples]
-            mem = [s["workers"].get(w, (0, float("nan")))[1] / 2**30 for s in self.samples]
-            cpu_ax.plot(times, cpu, label=f"worker {w}")
-            mem_ax.plot(times, mem, label=f"worker {w}")
-        cpu_ax.plot(times, [s["flow_cpu"] for s in self.samples], "--", label="flow process")
-        mem_ax.plot(
-            times, [s["flow_rss"] / 2**30 for s in self.samples], "--", label="flow process"
+        names = self._worker_names()
+        fig, (stages_ax, cpu_ax, mem_ax) = plt.subplots(
+            3, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [0.5, 3, 3]}
         )
-        for ax in (cpu_ax, mem_ax):
-            for name, start, stop in self.stages:
-                ax.axvspan(
-                    start - self.started,
-                    stop - self.started,
-                    color=STAGE_COLOURS.get(name, "#eeeeee"),
-                    alpha=0.5,
-                )
-            ax.legend(loc="upper right", fontsize="small")
+        times = [s["time"] - self.started for s in self.samples]
+        # Workers that are threads of the flow's process (inproc://) are that process:
+        # its own line shows them.
+        separate = {w for s in self.samples for w in s["workers"] if not w.startswith("inproc")}
+        flow_label = "flow process" + ("" if separate else " (and its worker threads)")
+        for address in sorted(separate):
+            cpu = [s["workers"].get(address, (float("nan"), 0))[0] for s in self.samples]
+            mem = [s["workers"].get(address, (0, float("nan")))[1] / 2**30 for s in self.samples]
+            cpu_ax.plot(times, cpu, label=names.get(address, address))
+            mem_ax.plot(times, mem, label=names.get(address, address))
+        cpu_ax.plot(times, [s["flow_cpu"] for s in self.samples], "--", label=flow_label)
+        mem_ax.plot(times, [s["flow_rss"] / 2**30 for s in self.samples], "--", label=flow_label)
+        # The stages in a strip of their own, named above the data, not under it; a name
+        # that does not fit its stage's span is written vertically.
+        width = max((s["time"] for s in self.samples), default=self.started + 1) - self.started
         for name, start, stop in self.stages:
-            cpu_ax.annotate(name, ((start + stop) / 2 - self.started, 0), ha="center", va="bottom")
-        cpu_ax.set_ylabel("CPU %")
-        mem_ax.set_ylabel("memory (GiB)")
+            colour = STAGE_COLOURS.get(name, "#eeeeee")
+            stages_ax.axvspan(start - self.started, stop - self.started, color=colour)
+            narrow = (stop - start) < 0.07 * width
+            stages_ax.text(
+                (start + stop) / 2 - self.started,
+                0.5,
+                name,
+                ha="center",
+                va="center",
+                fontsize="small",
+                rotation=90 if narrow else 0,
+            )
+            for ax in (cpu_ax, mem_ax):
+                ax.axvspan(start - self.started, stop - self.started, color=colour, alpha=0.25)
+        stages_ax.set_yticks([])
+        stages_ax.set_title("CPU and memory of every process over time, by stage")
+        cores = psutil.cpu_count() or 1
+        cpu_ax.set_ylim(0, 100 * cores * 1.05)
+        cpu_ax.set_ylabel(f"CPU % (100% = one core; {cores} here)")
+        mem_ax.set_ylim(bottom=0)
+        mem_ax.set_ylabel("resident memory (GiB)")
         mem_ax.set_xlabel("seconds since the run started")
-        cpu_ax.set_title("CPU and memory over time (shaded: stages)")
+        cpu_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        for ax in (cpu_ax, mem_ax):
+            ax.grid(alpha=0.3)
         fig.tight_layout()
         path = self.out_dir / "cpu-memory.png"
         fig.savefig(path, dpi=110)
@@ -213,9 +257,18 @@ class RunProfiler:
         return path
 
 
-def _read_blocks(path: str | Path) -> list[dict]:
+def _read_blocks(path: str | Path, origin: float) -> list[dict]:
+    """The fit's blocks, each with its read and partial_fit spans in wall-clock time."""
     path = Path(path)
     if not path.exists():
         return []
     with path.open() as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = [
+            {k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(fh)
+        ]
+    for row in rows:
+        row["load_started"] = origin + row["load_start_s"]
+        row["load_seconds"] = row["load_s"]
+        row["fit_started"] = origin + row["fit_start_s"]
+        row["fit_seconds"] = row["partial_fit_s"]
+    return rows

@@ -1,8 +1,7 @@
-"""Saving and loading fitted objects in a run directory (atomic writes, cached loads)."""
+"""Saving and loading fitted objects in a run directory (atomic writes)."""
 
 from __future__ import annotations
 
-import functools
 import pickle
 from pathlib import Path
 
@@ -16,17 +15,13 @@ def save_object(obj, path: str | Path) -> str:
     return str(path)
 
 
-@functools.lru_cache(maxsize=8)
-def _load(path: str, mtime_ns: int):
-    return pickle.loads(Path(path).read_bytes())
-
-
 def load_object(path: str | Path):
-    """Load a pickled object; repeated loads of an unchanged file in a process are free.
+    """Load a pickled object: a new one at every call, so no caller changes another's.
 
-    Only load files this project wrote: unpickling runs code.
+    A stage loads its model once and ships it to the workers itself. Only load files this
+    project wrote: unpickling runs code.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No saved object at {path}.")
-    return _load(str(path), path.stat().st_mtime_ns)
+    return pickle.loads(path.read_bytes())

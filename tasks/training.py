@@ -1,133 +1,163 @@
-"""Tasks for preprocessing and the incremental fit; paths and small dicts in and out."""
+"""Tasks for preprocessing and the incremental fit: sources and configs in, typed results out."""
 
 from __future__ import annotations
 
 import csv
-import json
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import dask
-import dask.array as da
-from distributed import rejoin, secede
+import numpy as np
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
-from prefect.tasks import exponential_backoff
-from prefect_dask import get_dask_client
 from sklearn.pipeline import Pipeline
 
 import ooc
-from ooc.catalog import make_estimator, make_scaler, model_kind
+from ooc.catalog import make_scaler
 from ooc.files import atomic_write
-from ooc.io import dask_arrays
+from ooc.io import dask_collections
+from ooc.statcache import StatsCache, target_classes
 
-from .data import split_layout
+from .cluster import cluster_client
+from .config import ModelConfig, PreprocessConfig, TrainingConfig
+from .data import DataPlan
+from .evaluation import Evaluated
 from .faults import maybe_fail
+from .progress import StageProgress
+from .retries import STAGE_RETRIES
 from .store import load_object, save_object
+from .tabular import build_preprocessing, categories
 
 
-def _worth_retrying(task, task_run, state) -> bool:
-    """Not bad input (a ValueError naming the file and column): it fails the same again."""
-    try:
-        state.result()
-    except ValueError:
-        return False
-    except Exception:
-        return True
-    return True
+@dataclass(frozen=True)
+class Preprocessed:
+    """The fitted preprocessing (a path in the run directory) and the target's classes."""
+
+    scaler_path: str  # the model's scaler, or an ooc.OnePass over a ColumnTransformer
+    classes: list | None
+    pieces: int  # row groups (or slices) the statistics cover
+    pieces_read: int  # of them, read now (the others came from the statistics cache)
+    seconds: float
+    passes: int = 1  # reads of the data the preprocessing took
+    categories: dict | None = None  # each one-hot encoded column's categories
 
 
-RETRIES = {
-    "retries": 2,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-    "retry_condition_fn": _worth_retrying,
-}
-
-
-def training_arrays(data: str, target: str | None, holdout_fraction: float, split_seed: int):
-    """X, y over the training files (the holdout files are left out by the split)."""
-    _, train, _ = split_layout(data, target, holdout_fraction, split_seed)
-    return dask_arrays(train)
-
-
-@task(cache_policy=NONE, **RETRIES)
-def fit_scaler(
-    data: str,
-    target: str | None,
-    model_name: str,
-    holdout_fraction: float,
-    split_seed: int,
+@task(cache_policy=NONE, task_run_name="preprocess", **STAGE_RETRIES)
+def fit_preprocessing(
+    train: ooc.ParquetSource,
+    model: ModelConfig,
     run_dir: str,
-) -> dict:
-    """Fit the model's scaler on the cluster (one parallel pass) and find the classes."""
-    start = time.perf_counter()
-    X, y = training_arrays(data, target, holdout_fraction, split_seed)
-    classes = None
-    with cluster_client():
-        scaler = make_scaler(model_name).fit(X)
-        if y is not None and model_kind(model_name) == "classification":
-            # Reads only the target column: a small fraction of the data.
-            classes = da.unique(y).compute().tolist()
-    return {
-        "scaler_path": save_object(scaler, Path(run_dir) / "scaler.pkl"),
-        "classes": classes,
-        "seconds": time.perf_counter() - start,
-    }
+    stats_cache: str | None = None,
+    preprocess: PreprocessConfig = PreprocessConfig(),  # noqa: B008 - immutable
+) -> Preprocessed:
+    """Fit the preprocessing on the cluster in one parallel pass over the training blocks,
+    and find the classes of a classifier's target (a read of the target column only).
 
-
-@contextmanager
-def cluster_client():
-    """The task runner's cluster as the current client, this task's thread handed back.
-
-    A task waiting on the cluster would otherwise hold one of its worker's threads, and
-    the work it submitted could use every worker but that one.
+    Complete numeric data: the model's scaler, with ``stats_cache`` (a directory) keeping
+    each file's statistics, so a retrain reads only new or changed files. Text, booleans
+    or missing values: a ColumnTransformer fitted by ``ooc.OnePass`` (``tasks.tabular``).
     """
-    with get_dask_client() as client:
-        secede()
-        try:
-            with client.as_current():
-                yield client
-        finally:
-            rejoin()
+    start = time.perf_counter()
+    X, y = dask_collections(train)
+    pieces = sum(len(block) for block in train.blocks)
+    progress = StageProgress("preprocess", pieces, "pieces")
+    classes, cache = None, StatsCache(stats_cache) if stats_cache else None
+    with cluster_client():
+        if train.as_frame:
+            fitted = build_preprocessing(train, model, preprocess).fit(X)
+            read, passes = pieces * fitted.n_passes_, fitted.n_passes_
+        else:
+            fitted = make_scaler(model.name).set_params(stats_cache=stats_cache).fit(X)
+            read, passes = fitted.n_pieces_read_, 1
+        if y is not None and model.kind == "classification":
+            classes, _ = target_classes(train, cache)
+    progress.finish(pieces)
+    logger = get_run_logger()
+    if train.as_frame:
+        logger.info(
+            "Preprocessing fitted in %d pass(es) over the data: %s.",
+            passes, "; ".join(fitted.passes_) if hasattr(fitted, "passes_") else "",
+        )  # fmt: skip
+    elif stats_cache:
+        logger.info(
+            "Statistics of %d piece(s): %d read, %d from the cache in %s.",
+            pieces, read, pieces - read, stats_cache,
+        )  # fmt: skip
+    return Preprocessed(
+        scaler_path=save_object(fitted, Path(run_dir) / "scaler.pkl"),
+        classes=classes,
+        pieces=pieces,
+        pieces_read=read,
+        seconds=time.perf_counter() - start,
+        passes=passes,
+        categories=categories(fitted) or None,
+    )
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What the fit task produced and measured."""
+
+    model_path: str
+    blocks_path: str  # blocks.csv: one row per block, times in seconds from blocks_origin
+    blocks_origin: float  # wall-clock time
+    n_samples_seen: int
+    n_epochs: int
+    n_blocks: int
+    training_scores: list[float]
+    validation_scores: list[float]
+    curve: list[tuple[int, float]]  # (rows seen, progressive score of the block) per block
+    resumed_from: tuple[int, int] | None
+    fit_seconds: float  # inside partial_fit
+    wait_seconds: float  # waiting for a block to be read
+    seconds: float
 
 
 class FitProgress:
-    """Block callback: Prefect progress artifact, a progress file, and per-block timings."""
+    """Block callback: the stage's progress (Prefect UI and terminal) and every block's
+    timings, kept for ``blocks.csv``."""
 
-    def __init__(self, total_blocks: int, run_dir: Path, every_seconds: float = 1.0):
-        self.total = max(total_blocks, 1)
-        self.file = run_dir / "progress.json"
-        self.every = every_seconds
+    def __init__(self, blocks: int, epochs: int):
+        self.epochs = epochs
+        self.progress = StageProgress("fit", blocks * epochs, "blocks")
         self.reports: list[ooc.BlockReport] = []
-        self.last = 0.0
-        self.artifact = create_progress_artifact(
-            0.0, description="Incremental fit: blocks streamed into partial_fit"
-        )
 
     def __call__(self, report: ooc.BlockReport) -> None:
         self.reports.append(report)
         done = report.epoch * report.n_positions + report.position + 1
         maybe_fail("fit-block", done)
-        now = time.monotonic()
-        if now - self.last >= self.every or done >= self.total:
-            self.last = now
-            percent = min(100.0, 100.0 * done / self.total)
-            update_progress_artifact(self.artifact, percent)
-            state = {"done": done, "total": self.total, "rows": report.n_samples_seen}
-            atomic_write(self.file, lambda tmp: tmp.write_text(json.dumps(state)))
+        # n_positions counts the blocks fitted per epoch (not those held out for
+        # early stopping), so the total is known from the first report on.
+        total = report.n_positions * self.epochs
+        self.progress.update(done, total=total, note=f"epoch {report.epoch + 1}/{self.epochs}")
 
-    def write_timings(self, path: Path, transform_seconds: dict[int, float]) -> str:
-        """One row per block: read, transform, partial_fit and waiting seconds."""
-        names = [f.name for f in fields(ooc.BlockReport)] + ["transform_seconds", "read_seconds"]
+    @property
+    def origin(self) -> float:
+        """When the first block began loading (wall clock): time 0 of ``blocks.csv``."""
+        return min((r.load_started for r in self.reports), default=0.0)
 
-        def row(report):
-            transform = transform_seconds.get(report.block, 0.0)
-            read = max(report.load_seconds - transform, 0.0)
-            return {**asdict(report), "transform_seconds": transform, "read_seconds": read}
+    def write_timings(self, path: Path) -> str:
+        """One row per block, in seconds from :attr:`origin`: reading (and transforming,
+        fused with it), waiting for the block, and partial_fit."""
+        origin = self.origin
+        names = [
+            "epoch", "position", "block", "replica", "rows", "n_samples_seen",
+            "load_start_s", "load_s", "wait_s", "fit_start_s", "partial_fit_s",
+            "progressive_score",
+        ]  # fmt: skip
+
+        def row(r: ooc.BlockReport) -> dict:
+            return {
+                "epoch": r.epoch, "position": r.position, "block": r.block,
+                "replica": r.replica, "rows": r.rows, "n_samples_seen": r.n_samples_seen,
+                "load_start_s": round(r.load_started - origin, 4),
+                "load_s": round(r.load_seconds, 4), "wait_s": round(r.wait_seconds, 4),
+                "fit_start_s": round(r.fit_started - origin, 4),
+                "partial_fit_s": round(r.fit_seconds, 4),
+                "progressive_score": "" if r.score is None else round(r.score, 6),
+            }  # fmt: skip
 
         def write(tmp):
             with tmp.open("w", newline="") as fh:
@@ -139,35 +169,14 @@ class FitProgress:
         return str(path)
 
 
-def timed_transform(scaler, X, seconds: dict[int, float]):
-    """``scaler.transform`` block by block, recording each block's seconds (last epoch's)."""
-
-    def transform(block, block_id=None):
-        start = time.perf_counter()
-        out = scaler.transform(block)
-        seconds[block_id[0]] = time.perf_counter() - start
-        return out
-
-    return X.map_blocks(transform, dtype=X.dtype)
-
-
-def _seeded(estimator, training: dict):
-    """Seed the estimator from the run's random_state unless its parameters set one."""
-    if estimator.get_params().get("random_state", 0) is None:
-        estimator.set_params(random_state=training["random_state"])
-    return estimator
-
-
-@task(cache_policy=NONE, **RETRIES)
+@task(cache_policy=NONE, task_run_name="fit", **STAGE_RETRIES)
 def fit_model(
-    data: str,
-    target: str | None,
-    model: dict,
-    training: dict,
-    scaler_path: str,
-    classes: list | None,
+    train: ooc.ParquetSource,
+    model: ModelConfig,
+    training: TrainingConfig,
+    preprocessed: Preprocessed,
     run_dir: str,
-) -> dict:
+) -> Fitted:
     """Stream the training blocks into ``partial_fit``, checkpointing as it goes.
 
     A retry of this task resumes from the run directory's checkpoint and ends with
@@ -176,61 +185,103 @@ def fit_model(
     logger = get_run_logger()
     start = time.perf_counter()
     run = Path(run_dir)
-    X, y = training_arrays(data, target, training["holdout_fraction"], training["split_seed"])
-    if model_kind(model["name"]) == "clustering":
+    X, y = dask_collections(train)
+    if model.kind == "clustering":
         y = None  # the target column stays out of the features, and is not learned
-    scaler = load_object(scaler_path)
+    scaler = load_object(preprocessed.scaler_path)
     checkpoint = run / "fit.ckpt"
     if checkpoint.exists():
         logger.info("Checkpoint %s found: resuming the fit from it.", checkpoint)
-    progress = FitProgress(X.numblocks[0] * training["epochs"], run)
-    replicas = training.get("replicas")
+    progress = FitProgress(len(train.blocks), training.epochs)
     wrapper = (
-        partial(ooc.ParallelIncremental, n_replicas=replicas, sync_every=training["sync_every"])
-        if replicas
+        partial(
+            ooc.ParallelIncremental, n_replicas=training.replicas, sync_every=training.sync_every
+        )
+        if training.replicas
         else ooc.Incremental
     )
     incremental = wrapper(
-        _seeded(make_estimator(model["name"], **model.get("params", {})), training),
-        n_epochs=training["epochs"],
-        shuffle_blocks=training["shuffle_blocks"],
-        random_state=training["random_state"],
-        prefetch=training["prefetch"],
-        early_stopping=training["early_stopping"],
+        model.estimator(training.random_state),
+        n_epochs=training.epochs,
+        shuffle_blocks=training.shuffle_blocks,
+        random_state=training.random_state,
+        prefetch=training.prefetch,
+        early_stopping=training.early_stopping,
         progressive_score=True,
         block_callback=progress,
         checkpoint_path=checkpoint,
-        checkpoint_every=training["checkpoint_every"],
+        checkpoint_every=training.checkpoint_every,
     )
-    fit_kwargs = {"classes": classes} if classes is not None else {}
-    transform_seconds: dict[int, float] = {}
-    if replicas:
+    fit_kwargs = {"classes": preprocessed.classes} if preprocessed.classes is not None else {}
+    if training.replicas:
         # Each replica reads its own blocks on its worker (load_seconds include the
         # transform there).
-        logger.info("Fitting %d replicas on the cluster's workers.", replicas)
+        logger.info("Fitting %d replicas on the cluster's workers.", training.replicas)
         with cluster_client():
             incremental.fit(scaler.transform(X), y, **fit_kwargs)
     else:
-        # Blocks are read by threads in this process: no transfer between workers.
+        # Blocks are read by threads in this process: no transfer between workers. The
+        # transform of parquet columns is fused with their reading (ooc.fastpath).
         with dask.config.set(scheduler="threads"):
-            incremental.fit(timed_transform(scaler, X, transform_seconds), y, **fit_kwargs)
+            incremental.fit(scaler.transform(X), y, **fit_kwargs)
     if incremental.resumed_from_:
         logger.info(
             "Resumed from checkpoint at epoch %d, block position %d.", *incremental.resumed_from_
         )
+    for epoch, score in enumerate(incremental.training_scores_, start=1):
+        validation = incremental.validation_scores_[epoch - 1 : epoch]
+        shown = f", validation score {validation[0]:.4f}" if validation else ""
+        scored = (
+            f"progressive training score {score:.4f}"
+            if np.isfinite(score)
+            else "no block scored yet (each block is scored before the model learns from it)"
+        )
+        logger.info("Epoch %d: %s%s.", epoch, scored, shown)
+    progress.progress.finish(len(progress.reports))
     # The saved model must not call back into this run or resume from its checkpoint.
     incremental.set_params(block_callback=None, checkpoint_path=None)
     pipeline = Pipeline([("scaler", scaler), ("incremental", incremental)])
     reports = progress.reports
-    return {
-        "model_path": save_object(pipeline, run / "model.pkl"),
-        "blocks_path": progress.write_timings(run / "blocks.csv", transform_seconds),
-        "n_samples_seen": incremental.n_samples_seen_,
-        "n_epochs": incremental.n_epochs_,
-        "validation_scores": incremental.validation_scores_,
-        "training_scores": incremental.training_scores_,
-        "resumed_from": incremental.resumed_from_,
-        "fit_seconds": sum(r.fit_seconds for r in reports),
-        "wait_seconds": sum(r.wait_seconds for r in reports),
-        "seconds": time.perf_counter() - start,
-    }
+    return Fitted(
+        model_path=save_object(pipeline, run / "model.pkl"),
+        blocks_path=progress.write_timings(run / "blocks.csv"),
+        blocks_origin=progress.origin,
+        n_samples_seen=incremental.n_samples_seen_,
+        n_epochs=incremental.n_epochs_,
+        n_blocks=reports[0].n_positions if reports else 0,
+        training_scores=list(incremental.training_scores_),
+        validation_scores=list(incremental.validation_scores_),
+        curve=[(r.n_samples_seen, r.score) for r in reports if r.score is not None],
+        resumed_from=incremental.resumed_from_,
+        fit_seconds=sum(r.fit_seconds for r in reports),
+        wait_seconds=sum(r.wait_seconds for r in reports),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A training run, stage by stage: the data plan and what each stage gave."""
+
+    plan: DataPlan
+    model: ModelConfig
+    training: TrainingConfig
+    preprocessed: Preprocessed
+    fitted: Fitted
+    evaluated: Evaluated
+    preprocess: PreprocessConfig = PreprocessConfig()  # noqa: RUF009 - immutable
+
+    def card(self) -> dict:
+        """What the saved model is and how it was made (``model.json`` beside it)."""
+        return {
+            "model_path": self.fitted.model_path,
+            "model": self.model.model_dump(),
+            "training": self.training.model_dump(),
+            "preprocess": self.preprocess.model_dump(),
+            "data": self.plan.data,
+            "data_fingerprint": self.plan.fingerprint(),
+            "target": self.plan.target,
+            "features": self.plan.features,
+            "classes": self.preprocessed.classes,
+            "metrics": self.evaluated.metrics,
+        }

@@ -74,3 +74,35 @@ def faults(tmp_path, monkeypatch):
         monkeypatch.setenv("OOC_FAULTS", spec)
 
     return arm
+
+
+@pytest.fixture
+def worker_faults(dask_cluster, faults):
+    """Arm ``OOC_FAULTS`` here and in the running worker processes of the session cluster.
+
+    The hook reads the environment of the process it runs in, and the session workers
+    were started before the test set anything, so the variables are set in them too
+    (and removed afterwards).
+    """
+    from distributed import Client
+
+    names = ("OOC_FAULTS", "OOC_FAULTS_DIR")
+
+    def set_env(values: dict) -> None:
+        os.environ.update(values)
+
+    def unset_env(keys) -> None:
+        for key in keys:
+            os.environ.pop(key, None)
+
+    client = Client(dask_cluster.scheduler_address, set_as_default=False)
+
+    def arm(spec: str) -> None:
+        faults(spec)
+        client.run(set_env, {name: os.environ[name] for name in names})
+
+    try:
+        yield arm
+    finally:
+        client.run(unset_env, names)
+        client.close()

@@ -1,9 +1,8 @@
-"""Fixtures for the flow tests: the session cluster as the project's task runner, tiny
-data, and faults armed inside the cluster's worker processes."""
+"""Fixtures for the flow tests: the session cluster as the project's task runner, and tiny
+data (``worker_faults`` is in ``tests/conftest.py``, shared with the task tests)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def api_url(prefect_server) -> str:
 def runner(dask_cluster, prefect_server):
     """``flows.runner.dask_task_runner()`` as ``OOC_DASK_ADDRESS`` points it at the session
     cluster: the flows run there instead of starting a cluster each."""
-    from flows.runner import dask_task_runner
+    from ooc.flows.runner import dask_task_runner
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OOC_DASK_ADDRESS", dask_cluster.scheduler_address)
@@ -47,35 +46,3 @@ def clf_data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("flows-clf") / "data"
     ooc.generate_dataset(path, n_rows=ROWS, n_features=FEATURES, chunk_rows=CHUNK_ROWS, seed=7)
     return path
-
-
-@pytest.fixture
-def worker_faults(dask_cluster, faults):
-    """Arm ``OOC_FAULTS`` here and in the running worker processes of the session cluster.
-
-    The hook reads the environment of the process it runs in, and the session workers
-    were started before the test set anything, so the variables are set in them too
-    (and removed afterwards).
-    """
-    from distributed import Client
-
-    names = ("OOC_FAULTS", "OOC_FAULTS_DIR")
-
-    def set_env(values: dict) -> None:
-        os.environ.update(values)
-
-    def unset_env(keys) -> None:
-        for key in keys:
-            os.environ.pop(key, None)
-
-    client = Client(dask_cluster.scheduler_address, set_as_default=False)
-
-    def arm(spec: str) -> None:
-        faults(spec)
-        client.run(set_env, {name: os.environ[name] for name in names})
-
-    try:
-        yield arm
-    finally:
-        client.run(unset_env, names)
-        client.close()

@@ -14,7 +14,21 @@ import ooc
 
 ROWS, CHUNK_ROWS, FEATURES = 40_000, 5_000, 5
 N_FILES = ROWS // CHUNK_ROWS
-TINY = {"rows": ROWS, "features": FEATURES, "chunk_rows": CHUNK_ROWS}
+HOLDOUT_ROWS = round(0.1 * ROWS)  # TrainingConfig's holdout_fraction
+
+
+def tiny_dataset(**changes):
+    """The tests' dataset settings: 8 files of 5 000 rows, 5 features."""
+    from ooc.tasks.config import DatasetConfig
+
+    return DatasetConfig(rows=ROWS, features=FEATURES, chunk_rows=CHUNK_ROWS, **changes)
+
+
+def tiny_training(**changes):
+    """Training settings with a block per file, so a fit streams several blocks."""
+    from ooc.tasks.config import TrainingConfig
+
+    return TrainingConfig(block_rows=CHUNK_ROWS, **changes)
 
 
 # -- reading back from the API ------------------------------------------------------------
@@ -100,18 +114,37 @@ def artifacts(run_id: UUID) -> list:
         )
 
 
-def assert_summary_and_progress(run_id: UUID, progress: bool = True) -> str:
-    """The run's markdown summary artifact (returned) and, for fits, a progress artifact."""
-    found = artifacts(run_id)
+def assert_summary_and_progress(run_id: UUID, stages: tuple[str, ...] = ()) -> str:
+    """The run's markdown summary artifact (returned), and a progress artifact at 100% for
+    each of ``stages`` (the stage tasks' ``<stage>-progress``)."""
+    found = eventually(lambda: artifacts(run_id) if len(artifacts(run_id)) > len(stages) else [])
     summaries = [a for a in found if a.key == "ooc-run-summary"]
     assert len(summaries) == 1, found
     assert summaries[0].type == "markdown"
-    assert summaries[0].data.startswith("# ooc run summary")
-    if progress:
-        bars = [a for a in found if a.type == "progress"]
-        assert bars, f"no progress artifact among {[(a.key, a.type) for a in found]}"
+    assert summaries[0].description == "ooc run summary" and "**" in summaries[0].data
+    for stage in stages:
+        bars = [a for a in found if a.type == "progress" and a.key == f"{stage}-progress"]
+        assert bars, f"no {stage} progress among {[(a.key, a.type) for a in found]}"
         assert max(float(a.data) for a in bars) == pytest.approx(100.0)
+    links = [a for a in found if a.key == "mlflow-run"]
+    assert len(links) == 1, [(a.key, a.type) for a in found]
     return summaries[0].data
+
+
+def logged(run_id: UUID, text: str, timeout: float = 30.0) -> bool:
+    """Whether the flow run or one of its task runs logged a message containing ``text``
+    (logs reach the API in batches: waited for)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    def messages() -> list[str]:
+        with get_client(sync_client=True) as client:
+            found = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+            )
+        return [log.message for log in found]
+
+    return bool(eventually(lambda: any(text in m for m in messages()), timeout=timeout))
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -142,6 +175,6 @@ def registered_versions(workdir: Path) -> list[tuple[str, str]]:
 
 def final_step(model_path: str | Path):
     """The estimator inside the saved pipeline's Incremental step."""
-    from tasks.store import load_object
+    from ooc.tasks.store import load_object
 
     return load_object(model_path)[-1].estimator_

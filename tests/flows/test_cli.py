@@ -1,4 +1,4 @@
-"""The ``ooc`` command line as a user runs it: ``python -m flows.cli ...`` subprocesses.
+"""The ``ooc`` command line as a user runs it: ``python -m ooc.flows.cli ...`` subprocesses.
 
 Most commands talk to the session's temporary Prefect server (``PREFECT_API_URL``) and
 run their tasks on the session cluster (``OOC_DASK_ADDRESS``); ``ooc run`` is also run
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import load_object
+from ooc.flows.pipeline import dataset_dir
+from ooc.tasks.config import DatasetConfig
+from ooc.tasks.store import load_object
 
 from .support import (
     CHUNK_ROWS,
@@ -27,6 +30,8 @@ from .support import (
     champion_version,
     eventually,
     parquet_rows,
+    tiny_dataset,
+    tiny_training,
     wait_for_task_runs,
 )
 
@@ -48,7 +53,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def ooc(*args: str, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "ooc.flows.cli", *args],
         cwd=Path(env["PREFECT_HOME"]).parent,
         env=env,
         capture_output=True,
@@ -74,90 +79,195 @@ def test_generate_train_predict_commands(served_env, tmp_path):
     data, work, out = tmp_path / "data", tmp_path / "work", tmp_path / "pred"
 
     generated = json.loads(
-        ok(ooc("generate", "--out", str(data), *TINY_ARGS, env=served_env)).stdout
+        ok(ooc("generate", "--out", str(data), *TINY_ARGS, "--json", env=served_env)).stdout
     )
     assert generated["written"] == N_FILES and generated["rows"] == ROWS
+    assert generated["partitions"] == N_FILES and generated["path"] == str(data)
     assert sum(parquet_rows(data).values()) == ROWS
 
     trained = ok(
         ooc(
             "train", "--data", str(data), "--workdir", str(work), "--epochs", "2",
+            "--block-rows", str(CHUNK_ROWS), "--holdout-fraction", "0.2", "--shuffle-blocks",
             "--param", "alpha=0.001", "--param", "random_state=3", "--param", "penalty=l1",
-            env=served_env,
+            "--json", env=served_env,
         )
     )  # fmt: skip
     result = json.loads(trained.stdout)
-    card = result["card"]
-    assert json.loads(Path(card["model_path"]).with_suffix(".json").read_text()) == card
-    assert result["registry"]["version"] == "1" and result["registry"]["promoted"] is True
+    fitted, evaluated = result["trained"]["fitted"], result["trained"]["evaluated"]
+    card = json.loads(Path(fitted["model_path"]).with_suffix(".json").read_text())
+    assert card["model_path"] == fitted["model_path"]
+    assert card["model"] == result["trained"]["model"]
     assert card["model"]["params"] == {"alpha": 0.001, "random_state": 3, "penalty": "l1"}
-    assert result["fit"]["n_epochs"] == 2 and result["metrics"]["accuracy"] > 0.6
+    assert card["metrics"] == evaluated["metrics"]
+    assert result["registered"]["version"] == "1" and result["registered"]["promoted"] is True
+    assert result["registered"]["reason"] == "first version"
+    assert fitted["n_epochs"] == 2 and evaluated["metrics"]["accuracy"] > 0.6
+    # The options reached the run: the training settings, and the split they asked for.
+    training = result["trained"]["training"]
+    assert (training["epochs"], training["block_rows"]) == (2, CHUNK_ROWS)
+    assert (training["holdout_fraction"], training["shuffle_blocks"]) == (0.2, True)
+    assert evaluated["n_samples"] == round(0.2 * ROWS)
+    assert fitted["n_samples_seen"] == 2 * (ROWS - round(0.2 * ROWS))
+    assert dict(result["links"])["MLflow run"].startswith("http://127.0.0.1:5000/#/experiments/")
     # The parameters reached the estimator that was fitted.
-    estimator = load_object(card["model_path"])[-1].estimator_
+    estimator = load_object(fitted["model_path"])[-1].estimator_
     assert (estimator.alpha, estimator.random_state, estimator.penalty) == (0.001, 3, "l1")
     assert estimator.coef_.shape == (1, FEATURES)
 
     predicted = json.loads(
         ok(ooc("predict", "--data", str(data), "--out", str(out), "--workdir", str(work),
-               env=served_env)).stdout
+               "--json", env=served_env)).stdout
     )  # fmt: skip
-    # No --model: the registry's champion, the model just trained.
-    assert predicted["model_path"] == "models:/ooc-classification/1"
-    assert predicted["files"] == N_FILES and predicted["rows"] == ROWS
+    # No --model: the registry's champion, the model just trained, pinned to its version.
+    assert predicted["model_version"] == "1"
+    assert predicted["predicted"]["model_ref"] == "models:/ooc-classification/1"
+    assert predicted["predicted"]["files"] == N_FILES and predicted["predicted"]["rows"] == ROWS
+    assert predicted["predicted"]["out"] == str(out)
     assert parquet_rows(out) == parquet_rows(data)
 
 
-def test_run_without_a_prefect_server_starts_its_own(tmp_path):
-    """No PREFECT_API_URL, no cluster address: a local API and a LocalCluster, for one command."""
-    env = cli_env(tmp_path, OOC_N_WORKERS="2")
-    work = tmp_path / "work"
-    proc = ok(ooc("run", *TINY_ARGS, "--workdir", str(work), env=env, timeout=300))
+def test_without_json_a_command_prints_its_summary(served_env, tmp_path):
+    data = tmp_path / "data"
+    env = {**served_env, "COLUMNS": "300"}  # a wide table: paths on one line
+    proc = ok(ooc("generate", "--out", str(data), *TINY_ARGS, env=env))
+    assert proc.stdout.startswith("ooc generate\n")
+    assert f"rows   {ROWS:,} rows in {N_FILES} files ({N_FILES} written now)" in proc.stdout
+    assert re.search(rf"path +{re.escape(str(data))} ", proc.stdout), proc.stdout
+    assert re.search(r"\n +generate +\d+\.\d\d +[\d,]+ +\n", proc.stdout), proc.stdout
+    assert re.search(r"\n +the command, in all +\d+\.\d\d +\n", proc.stdout), proc.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(proc.stdout)
 
-    data = work / "data" / f"classification-{ROWS}x{FEATURES}-{CHUNK_ROWS}-seed0"
+
+def test_convert_writes_parquet_from_csv(tmp_path):
+    import ooc as ooc_library
+
+    source = tmp_path / "csv"
+    source.mkdir()
+    for i in range(2):
+        lines = ["x0,x1,y"] + [f"{i * 10 + r}.5,{r},{r % 2}" for r in range(10)]
+        (source / f"part-{i}.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "parquet"
+    env = cli_env(tmp_path)
+    result = json.loads(
+        ok(ooc("convert", str(source), "--out", str(out), "--json", env=env)).stdout
+    )
+    assert sum(result["rows"]) == 20 and len(result["files"]) == 2
+    assert result["out"] == str(out) and len(result["written"]) == 2
+    assert sum(parquet_rows(out).values()) == 20
+    X, y = ooc_library.read_parquet(out, target="y")
+    assert X.shape == (20, 2) and sorted(y.compute().tolist()) == [0] * 10 + [1] * 10
+    again = ok(ooc("convert", str(source), "--out", str(out), env=env)).stdout
+    assert "2 parquet file(s), 20 rows" in again and "2 already complete" in again
+    # No Prefect API was needed: none was started, nothing was recorded.
+    assert not (tmp_path / "prefect-home" / "prefect.db").exists()
+
+
+def test_run_without_a_prefect_server_starts_its_own(tmp_path):
+    """No PREFECT_API_URL, no cluster address: a local API and a LocalCluster, for one
+    command (by default one worker of threads in the command's own process)."""
+    env = cli_env(tmp_path, COLUMNS="300")
+    work = tmp_path / "work"
+    proc = ok(
+        ooc("run", *TINY_ARGS, "--block-rows", str(CHUNK_ROWS), "--workdir", str(work), env=env,
+            timeout=300)
+    )  # fmt: skip
+
+    data = work / "data" / f"classification-{ROWS}x{FEATURES}-{CHUNK_ROWS}-float64-seed0"
     assert sum(parquet_rows(data).values()) == ROWS
     (predictions,) = (work / "predictions").iterdir()
     card = json.loads((work / "runs" / predictions.name / "model.json").read_text())
     assert Path(card["model_path"]).exists() and card["metrics"]["accuracy"] > 0.6
+    assert card["training"]["block_rows"] == CHUNK_ROWS
     assert champion_version(work, "ooc-classification") == "1"
     assert parquet_rows(predictions) == parquet_rows(data)
-    assert str(predictions) in proc.stdout.replace("\n", "")
+    # The summary table names where the predictions went, and how to look at the runs
+    # once the command's API is gone.
+    assert str(predictions) in proc.stdout, proc.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}" in proc.stdout
+    assert "prefect server start" in proc.stdout
+    # (the predictions directory is named after the flow run's id)
+    assert f"http://127.0.0.1:4200/runs/flow-run/{predictions.name}" in proc.stdout
 
     # Everything was recorded in the local API's database, in PREFECT_HOME: the flow run
-    # (under its id, the predictions directory) and the tasks the workers ran.
+    # (under its id, the predictions directory), one task run per stage, and the logging to
+    # MLflow and the registration as task runs of their own.
     with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
         flow_runs = db.execute("select id, state_type from flow_run").fetchall()
-        task_names = [n for (n,) in db.execute("select name from task_run")]
+        task_runs = db.execute("select name, state_type from task_run").fetchall()
     assert [state for _, state in flow_runs] == ["COMPLETED"]
     assert flow_runs[0][0].replace("-", "") == predictions.name.replace("-", "")
-    assert sum(n.startswith("write_partition") for n in task_names) == N_FILES
-    assert sum(n.startswith("fit_model") for n in task_names) == 1
-    assert sum(n.startswith("predict-part-") for n in task_names) == N_FILES
+    assert sorted(task_runs) == [
+        (name, "COMPLETED")
+        for name in sorted(
+            [
+                "generate",
+                "check-data",
+                "preprocess",
+                "fit",
+                "evaluate",
+                "log-to-mlflow",
+                "predict",
+                "register",
+            ]
+        )  # fmt: skip
+    ]
+
+
+BAD_OPTIONS = [
+    (["--param", "alpha"], "ooc: --param expects NAME=VALUE, got 'alpha'"),
+    (["--param", "=0.1"], "ooc: --param expects NAME=VALUE, got '=0.1'"),
+    (
+        ["--param", "alpha=0.001", "--param", "alpah=0.001"],
+        "SGDClassifier.__init__() got an unexpected keyword argument 'alpah'",
+    ),
+    (["--epochs", "0"], "ooc: epochs: Input should be greater than or equal to 1"),
+    (["--holdout-fraction", "1.5"], "ooc: holdout_fraction: Input should be less than 1"),
+    (["--block-rows", "0"], "ooc: block_rows: Input should be greater than or equal to 1"),
+    (["--replicas", "0"], "ooc: replicas: Input should be greater than or equal to 1"),
+]
+
+
+def _api_servers() -> set[int]:
+    """Processes started by this one that run a Prefect API server."""
+    import psutil
+
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:  # ended meanwhile
+            continue
+    return found
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("command", "args", "message"),
     [
-        (["--param", "alpha"], "ooc: --param expects NAME=VALUE, got 'alpha'"),
-        (["--param", "=0.1"], "ooc: --param expects NAME=VALUE, got '=0.1'"),
-        (
-            ["--param", "alpha=0.001", "--param", "alpah=0.001"],
-            "SGDClassifier.__init__() got an unexpected keyword argument 'alpah'",
-        ),
-        (["--epochs", "0"], "ooc: epochs: Input should be greater than or equal to 1"),
-        (["--holdout-fraction", "1.5"], "ooc: holdout_fraction: Input should be less than 1"),
+        *[("train", args, message) for args, message in BAD_OPTIONS],
+        *[("run", args, message) for args, message in BAD_OPTIONS],
+        ("run", ["--rows", "0"], "ooc: rows: Input should be greater than or equal to 1"),
+        ("run", ["--chunk-rows", "-5"], "ooc: chunk_rows: Input should be greater than or equal"),
     ],
 )
-@pytest.mark.parametrize("command", ["train", "run"])
 def test_bad_model_options_stop_before_anything_runs(monkeypatch, tmp_path, command, args, message):
-    """Checked in ``main`` before a Prefect API, a cluster or a flow run is started."""
-    from flows.cli import main
+    """Checked in ``main`` before a cluster or a flow run is started; the temporary API
+    that was starting meanwhile is stopped again."""
+    from ooc.flows.cli import main
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("OOC_DASK_ADDRESS", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     data = ["--data", str(tmp_path / "data")] if command == "train" else []
+    servers = _api_servers()  # the session's own Prefect server
     with pytest.raises(SystemExit) as exit_:
         main([command, *data, "--workdir", str(tmp_path / "w"), *args])
     assert message in str(exit_.value.code)
-    assert "PREFECT_API_URL" not in os.environ  # no local API was started
+    # Nothing is left behind: no API address, no cluster, no server process, no workdir.
+    assert "PREFECT_API_URL" not in os.environ and "OOC_DASK_ADDRESS" not in os.environ
+    assert _api_servers() == servers
     assert not (tmp_path / "w").exists()
 
 
@@ -177,8 +287,8 @@ def test_serve_creates_scheduled_deployments_and_runs_them(served_env, tmp_path)
     train_cron, predict_cron = "0 4 1 1 *", "30 5 1 1 *"
     work = tmp_path / "work"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--workdir", str(work), "--rows", str(ROWS),
-         "--train-cron", train_cron, "--predict-cron", predict_cron],
+        [sys.executable, "-m", "ooc.flows.cli", "serve", "--workdir", str(work),
+         "--rows", str(ROWS), "--train-cron", train_cron, "--predict-cron", predict_cron],
         cwd=tmp_path, env=served_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
@@ -203,16 +313,26 @@ def test_serve_creates_scheduled_deployments_and_runs_them(served_env, tmp_path)
         assert found, "ooc serve created no deployments within 90 s"
         pipeline_dep = found["pipeline/ooc-pipeline"]
         # A module entrypoint: the served run's tasks unpickle on any worker.
-        assert pipeline_dep.entrypoint == "flows.pipeline.pipeline"
+        assert pipeline_dep.entrypoint == "ooc.flows.pipeline.pipeline"
         assert [s.schedule.cron for s in pipeline_dep.schedules] == [train_cron]
-        assert pipeline_dep.parameters == {"rows": ROWS, "workdir": str(work)}
+        dataset = DatasetConfig(rows=ROWS)
+        assert pipeline_dep.parameters == {"dataset": dataset.model_dump(), "workdir": str(work)}
         predict_dep = found["batch-predict/ooc-batch-predict"]
         assert [s.schedule.cron for s in predict_dep.schedules] == [predict_cron]
-        assert found["train/ooc-train"].schedules == []
+        # batch-predict and train read the dataset the pipeline writes.
+        data = str(dataset_dir(work, dataset))
+        assert predict_dep.parameters == {"data": data, "out": None, "workdir": str(work)}
+        train_dep = found["train/ooc-train"]
+        assert train_dep.schedules == [] and train_dep.parameters == {
+            "data": data, "workdir": str(work),
+        }  # fmt: skip
 
         flow_run = run_deployment(
             name="pipeline/ooc-pipeline",
-            parameters={"features": FEATURES, "chunk_rows": CHUNK_ROWS},
+            parameters={
+                "dataset": tiny_dataset().model_dump(),
+                "training": tiny_training().model_dump(),
+            },
             timeout=300,
             poll_interval=1,
         )
@@ -220,8 +340,10 @@ def test_serve_creates_scheduled_deployments_and_runs_them(served_env, tmp_path)
         assert flow_run.deployment_id == pipeline_dep.id
         predictions = work / "predictions" / str(flow_run.id)
         assert sum(parquet_rows(predictions).values()) == ROWS
-        runs = wait_for_task_runs(flow_run.id, {"fit_model": 1, "predict_partition": N_FILES})
-        assert len(runs["fit_model"]) == 1
+        assert (work / "data" / tiny_dataset().directory_name()).is_dir()
+        stages = {"generate_partitions": 1, "fit_model": 1, "predict_files": 1}
+        runs = wait_for_task_runs(flow_run.id, stages)
+        assert {name: len(runs[name]) for name in stages} == stages
     finally:
         os.killpg(serve.pid, signal.SIGINT)
         try:

@@ -2,7 +2,7 @@
 
 MLflow has no compare-and-set for aliases, so a run that decided "promote" and then
 wrote ``champion`` could overwrite a better model registered meanwhile (last writer
-won). ``tasks.tracking.register`` now settles ``champion`` on the best stored score of
+won). ``ooc.tasks.registry.register`` settles ``champion`` on the best stored score of
 all versions, re-reading after each write; these tests check the registry after real
 concurrent registrations.
 """
@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 import ooc
-from tasks import tracking
+from ooc.tasks import registry
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +69,15 @@ def test_two_train_commands_at_once_record_both_and_crown_the_better(
             [
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "ooc.flows.cli",
                 "train",
                 "--data",
                 str(data),
                 "--workdir",
                 str(tmp_path / name),
+                "--block-rows",
+                "5000",
+                "--json",
                 *args,
             ],
             cwd=tmp_path,
@@ -100,15 +103,19 @@ def test_two_train_commands_at_once_record_both_and_crown_the_better(
     # Two versions, each scored with its own run's holdout metric, each with its tags.
     versions, aliases = _registry(client)
     assert sorted(versions) == ["1", "2"]
-    assert {results[n]["registry"]["version"] for n in params} == {"1", "2"}
+    assert {results[n]["registered"]["version"] for n in params} == {"1", "2"}
     scores = {}
     for number, version in versions.items():
         tags = version.tags
         for key in ("ooc.score", "ooc.promotion_metric", "ooc.promoted", "ooc.decision"):
             assert tags.get(key), (number, key, tags)
         scores[number] = float(tags["ooc.score"])
-        assert scores[number] == by_run[version.run_id].data.metrics["holdout_roc_auc"]
-    good = results["good"]["registry"]["version"]
+        assert scores[number] == pytest.approx(
+            by_run[version.run_id].data.metrics["holdout/roc_auc"], abs=1e-6
+        )  # the metric is logged rounded to 6 digits, the tag is the exact score
+        name = next(n for n in params if results[n]["registered"]["version"] == number)
+        assert scores[number] == results[name]["trained"]["evaluated"]["metrics"]["roc_auc"]
+    good = results["good"]["registered"]["version"]
     assert scores[good] > max(scores.values()) - 1e-12 and len(set(scores.values())) == 2
 
     # The registry is consistent: champion is the better version, challenger one of them.
@@ -132,17 +139,17 @@ def test_racing_registrations_crown_the_best_version(mlflow_server, tmp_path, mo
         )
 
     scores = [0.70, 0.93, 0.81, 0.93, 0.60]  # a tie: the earlier version of the two wins
-    decisions = [tracking.decide(NAME, "roc_auc", "max", s) for s in scores]
+    decisions = [registry.decide(NAME, "roc_auc", "max", s) for s in scores]
     assert all(d.promoted and d.reason == "first version" for d in decisions)
     barrier = threading.Barrier(len(scores))
     done: dict[float, list] = {}
     errors: list[BaseException] = []
 
-    def register(decision: tracking.Decision) -> None:
+    def register(decision: registry.Decision) -> None:
         try:
             with mlflow.start_run():
                 barrier.wait(timeout=60)
-                registered = tracking.register(NAME, info.model_uri, decision)
+                registered = registry.register(NAME, info.model_uri, decision)
             done.setdefault(decision.score, []).append(registered)
         except BaseException as err:  # reported below, in the test's thread
             errors.append(err)

@@ -71,10 +71,14 @@ def test_prefect_yaml_entrypoints_are_real_flows_on_the_workers_pool(compose, de
     for deployment in deployments:
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
         assert isinstance(flow, Flow)
+        assert deployment["entrypoint"].startswith("ooc.flows."), deployment["entrypoint"]
         names[deployment["name"]] = flow.name
         assert deployment["work_pool"]["name"] == pool
-        unknown = set(deployment.get("parameters", {})) - set(flow.parameters.properties)
+        parameters = deployment.get("parameters", {})
+        unknown = set(parameters) - set(flow.parameters.properties)
         assert not unknown, f"{deployment['name']}: unknown parameters {unknown}"
+        # The values are valid for the flow's typed parameters, as a run would validate them.
+        flow.validate_parameters(parameters)
     assert names == {
         "ooc-pipeline": "pipeline",
         "ooc-batch-predict": "batch-predict",
@@ -84,8 +88,50 @@ def test_prefect_yaml_entrypoints_are_real_flows_on_the_workers_pool(compose, de
     assert crons["ooc-pipeline"] and crons["ooc-batch-predict"]
 
 
+def test_prefect_yaml_rejects_what_the_flows_would_reject(deployments):
+    """The check above can fail: the old, flat pipeline parameters are refused."""
+    from prefect.exceptions import ParameterTypeError
+    from prefect.flows import load_flow_from_entrypoint
+
+    pipeline = next(d for d in deployments if d["name"] == "ooc-pipeline")
+    flow = load_flow_from_entrypoint(pipeline["entrypoint"])
+    with pytest.raises(ParameterTypeError, match="rows"):
+        flow.validate_parameters({"dataset": {"rows": 0}, "workdir": "/data"})
+    assert "rows" not in flow.parameters.properties
+
+
+def test_batch_predict_and_train_read_what_the_pipeline_writes(deployments):
+    from ooc.flows.pipeline import dataset_dir
+    from ooc.tasks.config import DatasetConfig
+
+    by_name = {d["name"]: d["parameters"] for d in deployments}
+    pipeline = by_name["ooc-pipeline"]
+    written = dataset_dir(pipeline["workdir"], DatasetConfig(**pipeline["dataset"]))
+    for name in ("ooc-batch-predict", "ooc-train"):
+        assert by_name[name]["data"] == str(written), name
+        assert by_name[name]["workdir"] == pipeline["workdir"], name
+
+
 def test_dockerfile_copies_paths_that_exist():
     copies = re.findall(r"^COPY (\S+)", (INFRA / "Dockerfile").read_text(), flags=re.M)
     assert copies
     for source in copies:
         assert (INFRA.parent / source).exists(), source
+
+
+def test_dockerfile_installs_the_packages_the_services_run():
+    """The image installs the project with the extra that holds Prefect, MLflow and Dask
+    (the library alone has none of them), from every package directory it declares."""
+    import tomllib
+
+    text = (INFRA / "Dockerfile").read_text()
+    project = tomllib.loads((INFRA.parent / "pyproject.toml").read_text())
+    (install,) = re.findall(r"pip install [^\n]*?\"?\.\[([\w,]+)\]\"?", text)
+    extras = set(install.split(","))
+    assert "flows" in extras and extras <= set(project["project"]["optional-dependencies"])
+    flows_extra = " ".join(project["project"]["optional-dependencies"]["flows"])
+    for tool in ("prefect", "mlflow", "distributed"):
+        assert tool in flows_extra, tool
+    copied = set(re.findall(r"^COPY (\S+)", text, flags=re.M))
+    package_dirs = set(project["tool"]["setuptools"]["package-dir"].values())
+    assert package_dirs <= copied, package_dirs - copied

@@ -7,10 +7,11 @@ The compose file's published ports are checked in ``test_infra.py``
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,28 +36,62 @@ def _listening(process) -> set[tuple[str, int]]:
     return found
 
 
+def _clear_cluster_settings(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OOC_"):
+            monkeypatch.delenv(name)
+
+
 def test_the_default_cluster_listens_on_loopback_only(monkeypatch):
-    """The LocalCluster the flows start without settings: scheduler, worker, nanny and
-    dashboard all bind 127.0.0.1 (checked on the sockets themselves)."""
+    """The LocalCluster a command starts without settings (``flows/session.py``): worker
+    threads of the command's process that talk in-process (``inproc://``); the sockets it
+    opens (the dashboard, a worker's HTTP endpoint) are on 127.0.0.1 only."""
     import psutil
-    from distributed import LocalCluster
 
-    from flows.runner import dask_task_runner
-    from tasks.settings import Settings
+    from ooc.flows.runner import dask_task_runner
+    from ooc.flows.session import _local_cluster
+    from ooc.tasks.settings import Settings
 
-    for name in ("OOC_DASK_ADDRESS", "OOC_DASK_CLUSTER_CLASS", "OOC_DASHBOARD_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
+    _clear_cluster_settings(monkeypatch)
     assert Settings().dashboard_address == "127.0.0.1:8787"
     runner = dask_task_runner()
-    assert runner.cluster_kwargs["host"] == "127.0.0.1"
-    assert runner.cluster_kwargs["dashboard_address"] == "127.0.0.1:8787"
+    assert runner.cluster_kwargs["processes"] is False
+    # 8787, or any free port when another process holds it: on loopback either way.
+    assert runner.cluster_kwargs["dashboard_address"] in ("127.0.0.1:8787", "127.0.0.1:0")
 
     me = psutil.Process()
     before = _listening(me)
-    # The runner's own arguments; one worker, and any free dashboard port (8787 may be
-    # taken on a shared machine: the address is what is tested, not the port).
-    kwargs = {**runner.cluster_kwargs, "n_workers": 1, "dashboard_address": "127.0.0.1:0"}
-    with LocalCluster(**kwargs) as cluster:
+    # Any free dashboard port (8787 may be taken on a shared machine: the address is what
+    # is tested, not the port).
+    with _local_cluster(Settings(dashboard_address="127.0.0.1:0")) as cluster:
+        opened = _listening(me) - before
+        assert cluster.scheduler_address.startswith("inproc://")
+        assert all(a.startswith("inproc://") for a in cluster.scheduler_info["workers"])
+        dashboard_port = int(cluster.dashboard_link.rsplit(":", 1)[1].split("/")[0])
+    assert ("127.0.0.1", dashboard_port) in opened, opened
+    # Nothing else on any other interface (a worker's own HTTP server included).
+    assert {ip for ip, _ in opened} == {"127.0.0.1"}, opened
+
+
+def test_a_cluster_of_worker_processes_listens_on_loopback_only(monkeypatch):
+    """With ``OOC_WORKER_PROCESSES``: scheduler, nannies, workers and dashboards all bind
+    127.0.0.1 (checked on the sockets themselves)."""
+    import psutil
+
+    from ooc.flows.runner import dask_task_runner
+    from ooc.flows.session import _local_cluster
+    from ooc.tasks.settings import Settings
+
+    _clear_cluster_settings(monkeypatch)
+    monkeypatch.setenv("OOC_WORKER_PROCESSES", "true")
+    runner = dask_task_runner()
+    assert runner.cluster_kwargs["processes"] is True
+    assert runner.cluster_kwargs["host"] == "127.0.0.1"
+
+    me = psutil.Process()
+    before = _listening(me)
+    settings = Settings(n_workers=1, dashboard_address="127.0.0.1:0")
+    with _local_cluster(settings) as cluster:
         opened = _listening(me) - before
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
@@ -66,22 +101,42 @@ def test_the_default_cluster_listens_on_loopback_only(monkeypatch):
     assert {ip for ip, _ in opened} == {"127.0.0.1"}, opened
 
 
-def test_the_local_prefect_api_of_the_cli_is_on_loopback():
-    """Without PREFECT_API_URL, ``ooc`` starts Prefect's SubprocessASGIServer, which
-    serves on 127.0.0.1 (its address is fixed there)."""
-    import inspect
+def test_the_temporary_prefect_api_of_a_command_is_on_loopback_and_ends_with_it(tmp_path):
+    """Without PREFECT_API_URL, a command starts ``flows/api.py``'s temporary API: it
+    listens on 127.0.0.1 only, and the kernel ends it when the command's process dies,
+    however it dies."""
+    import psutil
 
-    from prefect.server.api.server import SubprocessASGIServer
-
-    from flows import cli
-
-    assert "SubprocessASGIServer()" in inspect.getsource(cli.prefect_api)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = SubprocessASGIServer(port=port)  # not started: the address only
-    assert server.address == f"http://127.0.0.1:{port}"
-    assert server.api_url.startswith("http://127.0.0.1:")
+    code = (
+        "import time\n"
+        "from ooc.flows.api import TemporaryAPI\n"
+        "api = TemporaryAPI()\n"
+        "api.start()\n"
+        "api.wait_ready(300)\n"
+        "print(api.process.pid, api.url, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    command = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        line = command.stdout.readline()
+        assert line, f"the API did not start: {command.communicate(timeout=30)[1][-3000:]}"
+        pid, url = line.split()
+        server = psutil.Process(int(pid))
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api")
+        listening = _listening(server)
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert ("127.0.0.1", port) in listening
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    finally:
+        command.kill()  # SIGKILL: the command has no chance to stop the server itself
+        command.wait(timeout=30)
+    server.wait(timeout=30)  # psutil.TimeoutExpired if the server outlived the command
+    assert not server.is_running()
 
 
 # -- no secret in the repository -----------------------------------------------------------------

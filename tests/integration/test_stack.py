@@ -31,6 +31,12 @@ pytestmark = pytest.mark.integration
 ROWS, CHUNK_ROWS, FEATURES = 200_000, 25_000, 5
 FILES = ROWS // CHUNK_ROWS
 MODEL = "ooc-classification"
+# One task run per stage. check_dataset, log_training_run and register_model run in the
+# flow's process; the other stages on Dask.
+STAGES = Counter(
+    generate_partitions=1, check_dataset=1, fit_preprocessing=1, fit_model=1,
+    evaluate_model=1, log_training_run=1, predict_files=1, register_model=1,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +83,11 @@ def pipeline_run(stack):
     a task stream meanwhile."""
     env = stack.environment("prefect-worker", "ooc-run")
     script = Path(sys.executable).parent / "ooc"  # the console script, when installed
-    ooc = [script] if script.exists() else [sys.executable, "-m", "flows.cli"]
-    args = [*ooc, "run", "--rows", ROWS, "--chunk-rows", CHUNK_ROWS, "--features", FEATURES]
+    ooc = [script] if script.exists() else [sys.executable, "-m", "ooc.flows.cli"]
+    args = [
+        *ooc, "run", "--rows", ROWS, "--chunk-rows", CHUNK_ROWS, "--features", FEATURES,
+        "--block-rows", CHUNK_ROWS,
+    ]  # fmt: skip
     with dask_client(stack) as client:
         start = time.time()
         client.get_task_stream(start=start)  # starts recording on the scheduler
@@ -161,25 +170,27 @@ def test_pipeline_end_to_end_on_the_compose_services(stack, pipeline_run, tmp_pa
     workdir = Path(pipeline_run["env"]["OOC_WORKDIR"])  # the image's ENV, on the data volume
     assert workdir.is_relative_to(stack.root / "volumes" / "data")
 
-    # Prefect: one pipeline flow run, COMPLETED, with every task run COMPLETED.
+    # Prefect: one pipeline flow run, COMPLETED, with one task run per stage, COMPLETED.
     with prefect_client(stack) as client:
         (flow_run,) = client.read_flow_runs()
         assert flow_run.state_type == "COMPLETED", f"{flow_run.state}\n{logs()}"
         assert client.read_flow(flow_run.flow_id).name == "pipeline"
-        expected = Counter(write_partition=FILES, predict_partition=FILES, fit_model=1)
-        wait_for_task_runs(client, flow_run.id, expected, stack)
+        task_runs = wait_for_task_runs(client, flow_run.id, STAGES, stack)
+        assert len(task_runs) == sum(STAGES.values()), sorted(t.name for t in task_runs)
     states = stack.psql(stack.env["PREFECT_DB"], "SELECT state_type FROM flow_run")
     assert states == "COMPLETED", states  # the server's database is the PostgreSQL one
 
-    # Dask: the tasks ran on the external scheduler, on both workers started from compose.
+    # Dask: the tasks ran on the external scheduler, on both workers started from compose:
+    # each stage's task, and inside the generate and predict stages one task per file.
     from dask.utils import key_split
 
     stream = pipeline_run["task_stream"]
     ran = Counter(key_split(record["key"]) for record in stream if record["status"] == "OK")
-    for prefix, count in [("write_partition", FILES), ("predict_partition", FILES)]:
-        assert ran[prefix] == count, (prefix, ran)
-    for prefix in ("fit_scaler", "fit_model", "evaluate_model"):
+    for prefix in ("generate_partitions", "fit_preprocessing", "fit_model", "evaluate_model",
+                   "predict_files"):  # fmt: skip
         assert ran[prefix] == 1, (prefix, ran)
+    for prefix in ("write_partition", "attempt"):  # predict: _attempt(predict_file, ...)
+        assert ran[prefix] == FILES, (prefix, ran)
     assert {record["worker"] for record in stream} == pipeline_run["workers"], stream
 
     # MLflow: the run FINISHED with holdout metrics, tagged with the Prefect flow run.
@@ -189,9 +200,12 @@ def test_pipeline_end_to_end_on_the_compose_services(stack, pipeline_run, tmp_pa
     assert run.info.status == "FINISHED", f"{run.info}\n{logs()}"
     assert run.data.tags["prefect.flow_run_id"] == str(flow_run.id)
     assert run.data.tags["prefect.flow_name"] == "pipeline"
-    assert 0.6 < run.data.metrics["holdout_accuracy"] <= 1, run.data.metrics
-    assert 0.6 < run.data.metrics["holdout_roc_auc"] <= 1, run.data.metrics
-    assert run.data.params["dask_workers"] == "2"
+    assert 0.6 < run.data.metrics["holdout/accuracy"] <= 1, run.data.metrics
+    assert 0.6 < run.data.metrics["holdout/roc_auc"] <= 1, run.data.metrics
+    assert run.data.params["cluster.workers"] == "2"
+    assert run.data.params["data.rows"] == str(ROWS)
+    assert run.data.params["training.block_rows"] == str(CHUNK_ROWS)
+    assert run.data.tags["ooc.predict_model_version"] == "1"
 
     # The registry (in PostgreSQL): version 1 of this run is the champion.
     champion = client.get_model_version_by_alias(MODEL, "champion")
@@ -292,6 +306,8 @@ def test_prefect_worker_runs_the_batch_predict_deployment(stack, pipeline_run):
         stack.wait(finished, [worker], "the deployment's flow run", timeout=150)
         state = client.read_flow_run(flow_run.id).state
         assert state.is_completed(), f"{state}\n{stack.logs(80)}"
+        (predicting,) = wait_for_task_runs(client, flow_run.id, Counter(predict_files=1), stack)
+        assert predicting.name == "predict"
 
     client = mlflow_client(stack)
     experiment = client.get_experiment_by_name("ooc")
