@@ -9,9 +9,7 @@ Prefect creates its database.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _end_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+from ooc.tasks.lifetime import end_with_parent
 
 
 def prefect_home() -> Path:
@@ -82,7 +76,7 @@ class TemporaryAPI:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_end_with_parent,
+            preexec_fn=end_with_parent,
             start_new_session=True,
         )
 

@@ -9,7 +9,6 @@ chains them under one task runner (one cluster).
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,15 +159,18 @@ def _write_json(path: Path, payload: dict) -> None:
 
 @contextmanager
 def _profile_logged(profiler: RunProfiler, trained: Trained | None = None):
-    """Draw the run's profile in a thread while the block runs (logging the model to
+    """Draw the run's profile in a child process while the block runs (logging the model to
     MLflow, registering it), then log the figures: the run's end waits for the slower of
     the two, not for both."""
     blocks = trained.fitted.blocks_path if trained else None
     origin = trained.fitted.blocks_origin if trained else 0.0
-    with ThreadPoolExecutor(1, thread_name_prefix="ooc-figures") as pool:
-        drawing = pool.submit(profiler.figures, blocks, origin)
+    drawing = profiler.draw(blocks, origin)
+    try:
         yield
-        files = drawing.result()
+    except BaseException:
+        drawing.cancel()
+        raise
+    files = drawing.result()
     tracking.log_files([*files, blocks] if blocks else files)
     tracking.log_cluster(profiler.client)
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from .lifetime import end_with_parent
 
 STAGE_COLOURS = {
     "generate": "#c7e9c0",
@@ -117,6 +122,25 @@ class RunProfiler:
             self.samples.append(sample)
 
     # -- drawing --------------------------------------------------------------------------
+    def draw(self, blocks_csv: str | Path | None = None, origin: float = 0.0) -> Drawing:
+        """Start drawing :meth:`figures` in a child process; ``result()`` waits for it.
+
+        matplotlib holds the GIL for the seconds a drawing takes: in the flow's process it
+        would slow what runs meanwhile (logging the model, registering it) as much.
+        """
+        spec = self.out_dir / "profile.json"
+        recorded = {
+            "out_dir": str(self.out_dir), "interval": self.interval, "started": self.started,
+            "stages": self.stages, "samples": self.samples, "tasks": self.tasks,
+            "blocks_csv": str(blocks_csv) if blocks_csv else None, "origin": origin,
+        }  # fmt: skip
+        spec.write_text(json.dumps(recorded, default=str))
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(spec)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, preexec_fn=end_with_parent,
+        )  # fmt: skip
+        return Drawing(process, spec)
+
     def figures(self, blocks_csv: str | Path | None = None, origin: float = 0.0) -> list[Path]:
         """Draw the profile; return the files written (PNGs, and the HTML report).
 
@@ -257,6 +281,37 @@ class RunProfiler:
         return path
 
 
+@dataclass
+class Drawing:
+    """The figures of a run, being drawn by a child process."""
+
+    process: subprocess.Popen
+    spec: Path
+
+    def result(self) -> list[Path]:
+        """Wait for the drawing; the files written, or a RuntimeError with its error."""
+        out, err = self.process.communicate()
+        self.spec.unlink(missing_ok=True)
+        if self.process.returncode:
+            raise RuntimeError(f"Drawing the run's profile failed: {err.strip()[-2000:]}")
+        return [Path(line) for line in out.splitlines() if line]
+
+    def cancel(self) -> None:
+        self.process.kill()
+        self.process.communicate()
+        self.spec.unlink(missing_ok=True)
+
+
+def _draw_recorded(spec: Path) -> list[Path]:
+    """:meth:`RunProfiler.figures` from a profile recorded by :meth:`RunProfiler.draw`."""
+    recorded = json.loads(spec.read_text())
+    profiler = RunProfiler(recorded["out_dir"], recorded["interval"])
+    profiler.started = recorded["started"]
+    profiler.stages = [tuple(stage) for stage in recorded["stages"]]
+    profiler.samples, profiler.tasks = recorded["samples"], recorded["tasks"]
+    return profiler.figures(recorded["blocks_csv"], recorded["origin"])
+
+
 def _read_blocks(path: str | Path, origin: float) -> list[dict]:
     """The fit's blocks, each with its read and partial_fit spans in wall-clock time."""
     path = Path(path)
@@ -272,3 +327,8 @@ def _read_blocks(path: str | Path, origin: float) -> list[dict]:
         row["fit_started"] = origin + row["fit_start_s"]
         row["fit_seconds"] = row["partial_fit_s"]
     return rows
+
+
+if __name__ == "__main__":
+    for written in _draw_recorded(Path(sys.argv[1])):
+        print(written)

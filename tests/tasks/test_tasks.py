@@ -301,9 +301,12 @@ def test_settings_defaults_need_no_server(monkeypatch):
     # The embedded cluster: one worker of the command's own process, a thread per core.
     kwargs = local_cluster_kwargs(settings)
     cores = len(os.sched_getaffinity(0))
+    # The dashboard on 8787, or on any free port if another cluster holds 8787.
+    dashboard = kwargs.pop("dashboard_address")
+    assert dashboard in ("127.0.0.1:8787", "127.0.0.1:0")
     assert kwargs == {
         "n_workers": 1, "threads_per_worker": cores, "processes": False,
-        "dashboard_address": "127.0.0.1:8787",
+        "worker_dashboard_address": "127.0.0.1:0",
     }  # fmt: skip
 
 
