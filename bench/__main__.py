@@ -1,7 +1,18 @@
-"""``python -m bench --rows N``: ooc against dask-ml and a plain loop, side by side.
+"""``python -m bench``: ooc against dask-ml and a plain loop, side by side, in tables.
 
-Every method runs in a fresh process per repeat (so peak RSS is its own), repeats
-alternate between methods, and the table shows medians. Results go to JSON as well.
+Modes (one per question):
+
+- default: the library's fit (cold, and warm: a retrain with its statistics cached) and
+  prediction to parquet, beside dask-ml, a plain loop and the decode floor (reading the
+  features and nothing else, on every core); peak RSS, accuracy; one block stage by stage.
+- ``--layouts``: the same rows as 1 file, 20 files and 200 files.
+- ``--product``: the ``ooc`` commands against the library doing the same work.
+- ``--tabular``: mixed data (strings, missing values) through ``ooc.OnePass`` and
+  through dask-ml's best equivalent pipeline.
+- ``--search``: Hyperband over streamed SGD candidates against fitting them all fully.
+
+Every measurement runs in a fresh process (so peak RSS is its own); repeats alternate
+between methods and the tables show medians. Results also go to JSON.
 """
 
 from __future__ import annotations
@@ -22,12 +33,12 @@ from rich.table import Table
 
 import ooc
 
-DEFAULT_METHODS = ["plain", "dask-ml", "ooc", "ooc-parallel"]
+DEFAULT_METHODS = ["decode-floor", "plain", "dask-ml", "ooc", "ooc-parallel"]
 
 
-def _run(method: str, data: Path, out: Path) -> dict:
+def run_method(module: str, method: str, *args) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.methods", method, str(data), str(out)],
+        [sys.executable, "-m", module, method, *map(str, args)],
         capture_output=True,
         text=True,
         check=False,
@@ -37,14 +48,14 @@ def _run(method: str, data: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _warm_page_cache(data: Path) -> int:
+def warm_page_cache(data: Path) -> int:
     """Read every file once, so the first method measured does not pay for the disk.
 
     Every method then reads from the page cache, as all but the first would anyway
     (when the data fits in memory; otherwise all read from disk alike).
     """
     total = 0
-    for file in sorted(data.glob("*.parquet")):
+    for file in sorted(data.rglob("*.parquet")):
         with file.open("rb") as fh:
             while chunk := fh.read(1 << 24):
                 total += len(chunk)
@@ -60,6 +71,160 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB"
 
 
+def console() -> Console:
+    out = Console()
+    if not out.is_terminal:  # a log file: room for the whole table
+        out.width = 140
+    return out
+
+
+def _table(title: str, columns: list[str]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
+    return table
+
+
+def _save(root: Path, name: str, payload: dict) -> Path:
+    out = root / f"{name}-{int(time.time())}.json"
+    out.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str))
+    return out
+
+
+def library(args, out: Console) -> dict:
+    root = Path(args.workdir)
+    data = root / f"data-{args.rows}-{args.chunk_rows}-{args.dtype}"
+    start = time.perf_counter()
+    ooc.generate_dataset(data, n_rows=args.rows, chunk_rows=args.chunk_rows, dtype=args.dtype)
+    out.print(f"data {data} ready in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    cached = warm_page_cache(data)
+    out.print(f"read {cached / 1e9:.1f} GB once in {time.perf_counter() - start:.1f} s")
+
+    methods = args.methods.split(",")
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for repeat in range(args.repeats):
+        for method in methods:
+            runs[method].append(run_method("bench.methods", method, data, root / "predictions"))
+            out.print(f"repeat {repeat + 1}/{args.repeats}: {method} done")
+    split = run_method("bench.methods", "breakdown", data, root / "predictions")
+
+    rows = {}
+    for m, r in runs.items():
+        fit, predict = _median(r, "fit_seconds"), _median(r, "predict_seconds")
+        rows[m] = {
+            "fit_seconds": fit,
+            "fit_rows_per_s": r[0]["train_rows"] / fit,
+            "warm_fit_seconds": (
+                _median(r, "warm_fit_seconds") if "warm_fit_seconds" in r[0] else None
+            ),
+            "predict_seconds": predict,
+            "predict_rows_per_s": r[0]["rows"] / predict,
+            "peak_rss_gb": _median(r, "peak_rss") / 1e9,
+            "accuracy": _median(r, "accuracy"),
+            "runs": r,
+        }
+    table = _table(
+        f"{args.rows:,} rows x 20 {args.dtype} on {machine()} (medians of {args.repeats})",
+        ["method", "fit s", "warm fit s", "fit rows/s", "predict s", "predict rows/s",
+         "peak RSS", "accuracy"],
+    )  # fmt: skip
+    for m, r in rows.items():
+        floor = m == "decode-floor"
+        table.add_row(
+            m + (" (read only)" if floor else ""),
+            "" if floor else f"{r['fit_seconds']:.2f}",
+            f"{r['warm_fit_seconds']:.2f}" if r["warm_fit_seconds"] else "",
+            "" if floor else f"{r['fit_rows_per_s'] / 1e6:.2f} M",
+            f"{r['predict_seconds']:.2f}",
+            f"{r['predict_rows_per_s'] / 1e6:.2f} M",
+            f"{r['peak_rss_gb']:.2f} GB",
+            "" if floor else f"{r['accuracy']:.4f}",
+        )
+    out.print(table)
+    stages = [k for k in split if k != "block_rows"]
+    per_block = _table(f"one block of {split['block_rows']:,.0f} rows, stage by stage (ms)", stages)
+    per_block.add_row(*(f"{split[s] * 1000:.1f}" for s in stages))
+    out.print(per_block)
+    if "ooc" in rows:
+        first = rows["ooc"]["runs"][0]
+        b, fit = first["blocks"], first["fit_seconds"]
+        out.print(
+            f"ooc fit: partial_fit {b['partial_fit_seconds']:.2f} s of {fit:.2f} s (everything "
+            f"else, the statistics pass included: {100 * (fit / b['partial_fit_seconds'] - 1):.0f}"
+            f"% of partial_fit's time); waiting for data {b['wait_seconds']:.2f} s"
+        )
+    return {"args": vars(args), "results": rows, "block": split}
+
+
+def layouts(args, out: Console) -> dict:
+    from .layouts import prepare
+
+    root = Path(args.workdir) / f"layouts-{args.rows}"
+    folders = prepare(args.rows, root, out)
+    runs: dict[str, list[dict]] = {name: [] for name in folders}
+    for repeat in range(args.repeats):
+        for name, folder in folders.items():
+            warm_page_cache(folder)
+            runs[name].append(run_method("bench.methods", "ooc", folder, root / "predictions"))
+            out.print(f"repeat {repeat + 1}/{args.repeats}: {name} done")
+    table = _table(
+        f"{args.rows:,} rows x 20 float64 in three layouts, ooc, on {machine()}",
+        ["layout", "blocks", "fit s", "fit rows/s", "predict s", "predict rows/s", "peak RSS"],
+    )
+    results = {}
+    for name, r in runs.items():
+        fit, predict = _median(r, "fit_seconds"), _median(r, "predict_seconds")
+        blocks = len(ooc.inspect_parquet(folders[name]).blocks)
+        results[name] = {"fit_seconds": fit, "predict_seconds": predict, "blocks": blocks,
+                         "peak_rss_gb": _median(r, "peak_rss") / 1e9, "runs": r}  # fmt: skip
+        table.add_row(
+            name, str(blocks), f"{fit:.2f}", f"{r[0]['train_rows'] / fit / 1e6:.2f} M",
+            f"{predict:.2f}", f"{r[0]['rows'] / predict / 1e6:.2f} M",
+            f"{results[name]['peak_rss_gb']:.2f} GB",
+        )  # fmt: skip
+    out.print(table)
+    return {"args": vars(args), "results": results}
+
+
+def product(args, out: Console) -> dict:
+    from .product import product_table
+
+    result = product_table(args.rows, Path(args.workdir) / "product")
+    small, large = result["rows"]
+    table = _table(
+        f"ooc commands vs the library, {small:,} and {large:,} rows x 20 float64, on {machine()}",
+        ["stage", f"library s, {small:,}", f"library s, {large:,}", f"ooc s, {small:,}",
+         f"ooc s, {large:,}", "per-row cost ooc/library", "ooc fixed s",
+         f"ooc - library s, {large:,}"],
+    )  # fmt: skip
+    for stage, r in result["stages"].items():
+        table.add_row(
+            stage, f"{r['small']['library']:.2f}", f"{r['large']['library']:.2f}",
+            f"{r['small']['command']:.2f}", f"{r['large']['command']:.2f}",
+            f"{r['per_row_ratio']:.2f}x", f"{r['fixed_s']:.1f}",
+            f"{r['large']['command'] - r['large']['library']:.1f}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"first command on a new Prefect home: {result['first_use_s']:.1f} s")
+    return result
+
+
+def tabular(args, out: Console) -> dict:
+    from .tabular import compare
+
+    return compare(args.rows, Path(args.workdir) / "tabular", args.repeats, out)
+
+
+def search(args, out: Console) -> dict:
+    from .search import compare
+
+    return compare(args.rows, Path(args.workdir) / "search", out)
+
+
+MODES = {"layouts": layouts, "product": product, "tabular": tabular, "search": search}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=10_000_000)
@@ -68,85 +233,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--workdir", default="bench/results")
+    for mode in MODES:
+        p.add_argument(f"--{mode}", action="store_true", help=f"the {mode} benchmark instead")
     args = p.parse_args(argv)
-
-    root = Path(args.workdir)
-    data = root / f"data-{args.rows}-{args.chunk_rows}-{args.dtype}"
-    console = Console()
-    if not console.is_terminal:  # a log file: room for the whole table
-        console.width = 120
-    start = time.perf_counter()
-    ooc.generate_dataset(data, n_rows=args.rows, chunk_rows=args.chunk_rows, dtype=args.dtype)
-    console.print(f"data {data} ready in {time.perf_counter() - start:.1f} s")
-    start = time.perf_counter()
-    cached = _warm_page_cache(data)
-    console.print(f"read {cached / 1e9:.1f} GB once in {time.perf_counter() - start:.1f} s")
-
-    methods = args.methods.split(",")
-    runs: dict[str, list[dict]] = {m: [] for m in methods}
-    for repeat in range(args.repeats):
-        for method in methods:
-            runs[method].append(_run(method, data, root / "predictions"))
-            console.print(f"repeat {repeat + 1}/{args.repeats}: {method} done")
-    split = _run("breakdown", data, root / "predictions")
-
-    rows = {
-        m: {
-            "fit_seconds": _median(r, "fit_seconds"),
-            "fit_rows_per_s": r[0]["train_rows"] / _median(r, "fit_seconds"),
-            "predict_seconds": _median(r, "predict_seconds"),
-            "predict_rows_per_s": r[0]["rows"] / _median(r, "predict_seconds"),
-            "peak_rss_gb": _median(r, "peak_rss") / 1e9,
-            "accuracy": _median(r, "accuracy"),
-            "runs": r,
-        }
-        for m, r in runs.items()
-    }
-    table = Table(
-        title=f"{args.rows:,} rows x 20 {args.dtype} on {machine()} (medians of {args.repeats})"
-    )
-    for col in (
-        "method",
-        "fit s",
-        "fit rows/s",
-        "predict s",
-        "predict rows/s",
-        "peak RSS",
-        "accuracy",
-    ):
-        table.add_column(col, justify="right", no_wrap=True)
-    for m, r in rows.items():
-        table.add_row(
-            m,
-            f"{r['fit_seconds']:.2f}",
-            f"{r['fit_rows_per_s'] / 1e6:.2f} M",
-            f"{r['predict_seconds']:.2f}",
-            f"{r['predict_rows_per_s'] / 1e6:.2f} M",
-            f"{r['peak_rss_gb']:.2f} GB",
-            f"{r['accuracy']:.4f}",
-        )
-    console.print(table)
-    per_block = Table(title=f"one block of {split['block_rows']:,.0f} rows, stage by stage (ms)")
-    for stage in ("read_decode", "to_array", "transform", "partial_fit"):
-        per_block.add_column(stage, justify="right")
-    per_block.add_row(
-        *(f"{split[s] * 1000:.1f}" for s in ("read_decode", "to_array", "transform", "partial_fit"))
-    )
-    console.print(per_block)
-    if "ooc" in rows:
-        b = rows["ooc"]["runs"][0]["blocks"]
-        console.print(
-            f"ooc fit, summed over blocks: partial_fit {b['partial_fit_seconds']:.2f} s, "
-            f"waiting for data {b['wait_seconds']:.2f} s, loading (in prefetch threads) "
-            f"{b['load_seconds']:.2f} s"
-        )
-    out = root / f"bench-{args.rows}-{int(time.time())}.json"
-    out.write_text(
-        json.dumps(
-            {"args": vars(args), "machine": machine(), "results": rows, "block": split}, indent=2
-        )
-    )
-    console.print(f"results: {out}")
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    out = console()
+    chosen = [m for m in MODES if getattr(args, m)]
+    name = chosen[0] if chosen else "library"
+    result = (MODES[name] if chosen else library)(args, out)
+    out.print(f"results: {_save(Path(args.workdir), name, result)}")
     return 0
 
 
