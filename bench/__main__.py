@@ -74,7 +74,7 @@ def machine() -> str:
 def console() -> Console:
     out = Console()
     if not out.is_terminal:  # a log file: room for the whole table
-        out.width = 140
+        out.width = 200
     return out
 
 
@@ -142,7 +142,8 @@ def library(args, out: Console) -> dict:
             "" if floor else f"{r['accuracy']:.4f}",
         )
     out.print(table)
-    stages = [k for k in split if k != "block_rows"]
+    # The breakdown's timings (seconds), without its counts.
+    stages = [k for k in split if k not in ("block_rows", "train_rows", "rows", "peak_rss")]
     per_block = _table(f"one block of {split['block_rows']:,.0f} rows, stage by stage (ms)", stages)
     per_block.add_row(*(f"{split[s] * 1000:.1f}" for s in stages))
     out.print(per_block)

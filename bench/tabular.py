@@ -97,9 +97,13 @@ def dask_ml(data: str) -> dict:
     train, holdout = _split(data)
     X, y = ooc.io.dask_collections(train)
     X = X[NUMERIC + CATEGORICAL]
+    from sklearn.preprocessing import FunctionTransformer
+
+    # DummyEncoder's indicator columns are bool, which dask-ml's scaler cannot reduce.
+    as_float = FunctionTransformer(lambda frame: frame.astype("float64"))
     preprocess = make_pipeline(
         Categorizer(columns=CATEGORICAL), DummyEncoder(columns=CATEGORICAL),
-        SimpleImputer(), StandardScaler(),
+        SimpleImputer(), as_float, StandardScaler(),
     )  # fmt: skip
     start = time.perf_counter()
     Xt = preprocess.fit_transform(X)
