@@ -10,7 +10,6 @@ of its fit was ``partial_fit`` itself.
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from sklearn.linear_model import SGDClassifier
 
 import ooc
 from ooc.io import dask_arrays, read_features, read_target
+
+from . import peak_rss
 
 CLASSES = [0, 1]
 
@@ -234,7 +235,7 @@ def main(name: str, data: str, out: str) -> None:
     result = METHODS[name](train, holdout, source, out_dir)
     result["train_rows"] = train.n_rows
     result["rows"] = source.n_rows
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss"] = peak_rss()
     shutil.rmtree(out_dir, ignore_errors=True)
     print(json.dumps(result))
 

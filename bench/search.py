@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
 
 import ooc
+
+from . import peak_rss
 
 ALPHAS = [float(a) for a in np.logspace(-7, 1, 9)]
 SPACE = {"alpha": ALPHAS, "penalty": ["l2", "l1", "elasticnet"]}
@@ -131,5 +132,5 @@ def compare(rows: int, root: Path, out) -> dict:
 
 if __name__ == "__main__":
     outcome = METHODS[sys.argv[1]](sys.argv[2])
-    outcome["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    outcome["peak_rss"] = peak_rss()
     print(json.dumps(outcome, default=str))

@@ -9,7 +9,6 @@ says how many reads of the data its preprocessing took.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import ooc
+
+from . import peak_rss
 
 CATEGORICAL = [f"c{j}" for j in range(4)]
 NUMERIC = [f"x{j}" for j in range(20)]
@@ -162,5 +163,5 @@ def compare(rows: int, root: Path, repeats: int, out) -> dict:
 
 if __name__ == "__main__":
     outcome = METHODS[sys.argv[1]](sys.argv[2])
-    outcome["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    outcome["peak_rss"] = peak_rss()
     print(json.dumps(outcome))

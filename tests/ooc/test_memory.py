@@ -19,11 +19,17 @@ MB = 1024 * 1024
 
 SCRIPT = textwrap.dedent(
     """
-    import resource, sys
+    import sys
     import numpy as np
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import make_pipeline
     import ooc
+
+    # The child's own peak (VmHWM): ru_maxrss would keep the pytest process's peak, which
+    # a forked child inherits across exec.
+    def peak_rss():
+        with open("/proc/self/status") as status:
+            return next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmHWM"))
 
     path, mode, block_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
     X, y = ooc.read_parquet(path, block_rows=block_rows)
@@ -33,7 +39,7 @@ SCRIPT = textwrap.dedent(
     pipe.fit(X, y, incremental__classes=[0, 1])
     predicted = pipe.predict(X)
     n = int(predicted.shape[0]) if mode == "materialize" else int(predicted.sum().compute() >= 0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(peak_rss())
     """
 )
 
