@@ -178,7 +178,15 @@ def log_dataset(plan, example) -> None:
         digest=plan.fingerprint(),
         schema=infer_signature(example).inputs,
     )
-    mlflow.log_input(dataset, context="training")
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException as error:
+        # MLflow creates a dataset on first use without a lock: two runs at once on the
+        # same data race to insert it, and the loser fails on the unique key. The dataset
+        # exists now; logging again links this run to it.
+        if "unique constraint" not in str(error).lower():  # sqlite's and PostgreSQL's words
+            raise
+        mlflow.log_input(dataset, context="training")
     mlflow.log_params(
         {
             "data.rows": source.n_rows,
