@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pyarrow.parquet as pq
 
 import ooc
@@ -13,3 +15,15 @@ def read_by_file(path, **kwargs):
     files, or need several blocks, read them so."""
     rows = max(pq.read_metadata(f).num_rows for f in ooc.list_parquet_files(path))
     return ooc.read_parquet(path, block_rows=rows, **kwargs)
+
+
+# For a script run in a child process: its own peak resident memory, from VmHWM.
+# Not ru_maxrss, which a child started by fork and exec inherits from the pytest process
+# (large by the time the suite reaches the memory tests).
+PEAK_RSS = textwrap.dedent(
+    """
+    def peak_rss():
+        with open("/proc/self/status") as status:
+            return next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmHWM"))
+    """
+)

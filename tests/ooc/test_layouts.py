@@ -22,6 +22,8 @@ from sklearn.pipeline import make_pipeline
 
 import ooc
 
+from .support import PEAK_RSS
+
 ROWS, FEATURES, BOUND = 40_000, 4, 5_000
 
 
@@ -146,19 +148,13 @@ def test_prediction_gives_one_output_per_input_with_a_row_group_per_block(layout
     assert not [p for p in (tmp_path / "out").rglob(".*")]  # no parts or temporary files left
 
 
-MEMORY = textwrap.dedent(
+MEMORY = PEAK_RSS + textwrap.dedent(
     """
     import json, sys
     import pyarrow as pa
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import make_pipeline
     import ooc
-
-    # The child's own peak (VmHWM): ru_maxrss would keep the pytest process's peak, which
-    # a forked child inherits across exec.
-    def peak_rss():
-        with open("/proc/self/status") as status:
-            return next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmHWM"))
 
     path, bound = sys.argv[1], int(sys.argv[2])
     X, y = ooc.read_parquet(path, block_rows=bound)

@@ -14,22 +14,18 @@ import pytest
 
 import ooc
 
+from .support import PEAK_RSS
+
 BLOCK_ROWS = 50_000  # 50 000 rows x 20 float64 features = 8 MB per block
 MB = 1024 * 1024
 
-SCRIPT = textwrap.dedent(
+SCRIPT = PEAK_RSS + textwrap.dedent(
     """
     import sys
     import numpy as np
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import make_pipeline
     import ooc
-
-    # The child's own peak (VmHWM): ru_maxrss would keep the pytest process's peak, which
-    # a forked child inherits across exec.
-    def peak_rss():
-        with open("/proc/self/status") as status:
-            return next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmHWM"))
 
     path, mode, block_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
     X, y = ooc.read_parquet(path, block_rows=block_rows)
