@@ -111,3 +111,53 @@ def test_two_runs_at_once_share_the_cache(data, tmp_path):
     assert _fit(data, cache).n_pieces_read_ == 0  # both wrote complete entries
     assert not [p for p in cache.rglob("*") if p.name.startswith(".")]  # no temporary file
     assert np.isclose(fresh.mean_, _fit(data, cache).mean_).all()
+
+
+def _labelled(path, y, row_group_size):
+    path.mkdir()
+    x = np.arange(len(y), dtype=np.float64)
+    pq.write_table(pa.table({"x": x, "y": y}), path / "part.parquet", row_group_size=row_group_size)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("y", "classes", "read"),
+    [
+        # binary int, two row groups: both from the footers, no read
+        (pa.array([0, 1] * 50, pa.int64()), [0, 1], 0),
+        # a row group of one class each: from the footers
+        (pa.array([3] * 50 + [4] * 50, pa.int32()), [3, 4], 0),
+        (pa.array([True, False] * 50), [False, True], 0),
+        # three classes 0..2 in one row group: min and max do not tell the middle one
+        (pa.array([0, 2] * 25 + [0, 1, 2, 2] * 12 + [1, 1], pa.int64()), [0, 1, 2], 2),
+        # float labels: their statistics are not trusted for classes
+        (pa.array([0.0, 1.0] * 50), [0.0, 1.0], 2),
+    ],
+)
+def test_classes_are_exact_and_read_only_where_the_footers_cannot_tell(tmp_path, y, classes, read):
+    from ooc.statcache import target_classes
+
+    source = ooc.inspect_parquet(_labelled(tmp_path / "d", y, 50), target="y")
+    found, pieces_read = target_classes(source)
+    assert found == classes
+    assert pieces_read == read
+    assert found == np.unique(y.to_numpy(zero_copy_only=False)).tolist()
+
+
+def test_a_row_group_cut_into_blocks_is_read_for_its_classes(tmp_path):
+    """Each block holds a slice of the row group; the group's min and max need not be in
+    a slice, so the slices are read (here the first slice has only class 0)."""
+    from ooc.statcache import target_classes
+
+    y = pa.array([0] * 60 + [1] * 40, pa.int64())
+    source = ooc.inspect_parquet(_labelled(tmp_path / "d", y, 100), target="y", block_rows=50)
+    assert target_classes(source) == ([0, 1], 2)
+
+
+def test_a_missing_label_is_refused_naming_file_and_column(tmp_path):
+    from ooc.statcache import target_classes
+
+    y = pa.array([0, 1, None, 1], pa.int64())
+    source = ooc.inspect_parquet(_labelled(tmp_path / "d", y, 4), target="y")
+    with pytest.raises(ValueError, match=r"part\.parquet.*'y'.*missing"):
+        target_classes(source)
