@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-ROWS, CHUNK = 2_000_000, 50_000  # 40 files: the command is still writing when stopped
+ROWS, CHUNK = 4_000_000, 50_000  # 80 files (seconds of writing): still writing when stopped
 
 
 def _env(home: Path, **extra) -> dict[str, str]:
