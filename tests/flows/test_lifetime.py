@@ -55,6 +55,13 @@ def _complete(path: Path) -> bool:
         return False
 
 
+def _foreground() -> None:
+    """Ctrl-C's default action, as in a terminal: a suite started in the background by a
+    non-interactive shell (``make test &``) hands its children SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("sig", "processes"),
     [
@@ -71,7 +78,7 @@ def test_a_stopped_command_leaves_no_process_and_no_partial_file(home, tmp_path,
     command = subprocess.Popen(
         [sys.executable, "-m", "ooc.flows.cli", "generate", "--out", str(out), "--rows",
          str(ROWS), "--chunk-rows", str(CHUNK), "--workdir", str(tmp_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_foreground,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
