@@ -9,7 +9,7 @@ chains them under one task runner (one cluster).
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +169,10 @@ def _profile_logged(profiler: RunProfiler, trained: Trained | None = None):
         yield
     except BaseException:
         drawing.cancel()
+        with suppress(Exception):
+            profiler.report()  # written, so the cluster does not close under it
         raise
-    files = drawing.result()
+    files = drawing.result() + profiler.report()
     tracking.log_files([*files, blocks] if blocks else files)
     tracking.log_cluster(profiler.client)
 

@@ -11,6 +11,7 @@ would show one long bar: the block lanes show what happens inside it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import json
@@ -62,6 +63,8 @@ class RunProfiler:
         self._stack = contextlib.ExitStack()
         self._stop = threading.Event()
         self._client = None
+        self._report = None  # distributed's performance_report, once entered
+        self._report_written = None  # a concurrent Future, once the run is over
 
     @property
     def client(self):
@@ -82,8 +85,8 @@ class RunProfiler:
             self._stack.enter_context(self._client.as_current())
             self._stream = self._stack.enter_context(get_task_stream(client=self._client))
             # Inline: the report opens offline (BokehJS embedded, not from a CDN).
-            report = performance_report(filename=str(self.report_path), mode="inline")
-            self._stack.enter_context(report)
+            self._report = performance_report(filename=str(self.report_path), mode="inline")
+            self._report.__enter__()
         self._sampler = threading.Thread(target=self._sample, name="ooc-profiler", daemon=True)
         self._sampler.start()
         return self
@@ -96,6 +99,29 @@ class RunProfiler:
         finally:
             if self._client is not None:
                 self.tasks = list(self._stream.data)
+        if self._report is not None:
+            # Last: while the scheduler builds the report, its event loop answers nothing.
+            self._report_written = self._write_report()
+            if exc[0] is not None:
+                self.report()  # the run failed: nothing to overlap with
+
+    def _write_report(self):
+        """Start writing the performance report on the client's event loop and return at
+        once: the scheduler builds it (a second at 10M rows) while the flow logs the model."""
+        client, report = self._client, self._report
+
+        async def write():
+            with client.as_current():
+                await report.__aexit__(None, None, None, code=f"ooc run, profile in {self.out_dir}")
+
+        return asyncio.run_coroutine_threadsafe(write(), client.loop.asyncio_loop)
+
+    def report(self) -> list[Path]:
+        """Wait for the Dask performance report; the file written (none without Dask)."""
+        if self._report_written is None:
+            return []
+        self._report_written.result()
+        return [self.report_path]
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -142,7 +168,7 @@ class RunProfiler:
         return Drawing(process, spec)
 
     def figures(self, blocks_csv: str | Path | None = None, origin: float = 0.0) -> list[Path]:
-        """Draw the profile; return the files written (PNGs, and the HTML report).
+        """Draw the profile; return the PNG files written (:meth:`report` is the HTML one).
 
         ``blocks_csv`` is the fit's per-block table, its times in seconds from ``origin``
         (a wall-clock time).
@@ -160,8 +186,6 @@ class RunProfiler:
             if span is not None:
                 files.append(self._gantt(stage, title, span, extra))
         files.append(self._resources())
-        if self.report_path.exists():
-            files.append(self.report_path)
         return files
 
     def _worker_names(self) -> dict[str, str]:

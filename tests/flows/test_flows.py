@@ -177,6 +177,23 @@ def test_train_returns_metrics_and_a_model_that_predicts(
     assert "Registry" in summary and "MLflow run" in summary
     assert logged(flow_run_id(state), "Epoch 2: progressive training score")
 
+    # The run's profile in MLflow, the Dask report (written while the model was logged)
+    # complete and offline.
+    client = registry(tmp_path)
+    (mlflow_run,) = client.search_runs(
+        [client.get_experiment_by_name("ooc").experiment_id],
+        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id(state)}'",
+    )
+    run_id = mlflow_run.info.run_id
+    profiles = {Path(a.path).name for a in client.list_artifacts(run_id, "profiles")}
+    assert {"task-stream-fit.png", "cpu-memory.png", "dask-performance-report.html"} <= profiles
+    report = client.download_artifacts(
+        run_id, "profiles/dask-performance-report.html", str(tmp_path / "downloaded")
+    )
+    html = Path(report).read_text()
+    assert html.rstrip().endswith("</html>") and "Dask Performance Report" in html
+    assert "cdn.bokeh.org" not in html
+
 
 def test_batch_predict_writes_one_output_per_input(runner, trained, clf_data, tmp_path):
     result, workdir = trained
