@@ -198,17 +198,23 @@ def product(args, out: Console) -> dict:
         f"ooc commands vs the library, {small:,} and {large:,} rows x 20 float64, on {machine()}"
         f" (medians of {args.repeats})",
         ["stage", f"library s, {small:,}", f"library s, {large:,}", f"ooc s, {small:,}",
-         f"ooc s, {large:,}", "per-row cost ooc/library", "ooc fixed s",
-         f"ooc - library s, {large:,}"],
+         f"ooc s, {large:,}", "per-row ooc/library (range)",
+         "per-row, stage alone", "ooc fixed s", f"ooc - library s, {large:,}"],
     )  # fmt: skip
     for stage, r in result["stages"].items():
+        low, high = r["per_row_range"]
         table.add_row(
             stage, f"{r['small']['library']:.2f}", f"{r['large']['library']:.2f}",
             f"{r['small']['command']:.2f}", f"{r['large']['command']:.2f}",
-            f"{r['per_row_ratio']:.2f}x", f"{r['fixed_s']:.1f}",
-            f"{r['large']['command'] - r['large']['library']:.1f}",
+            f"{r['per_row_ratio']:.2f}x ({low:.2f} to {high:.2f})", f"{r['stage_ratio']:.2f}x",
+            f"{r['fixed_s']:.1f}", f"{r['large']['command'] - r['large']['library']:.1f}",
         )  # fmt: skip
     out.print(table)
+    out.print(
+        "per-row: the median over the repeats of each one's slope between the two sizes (measured"
+        " back to back), and the range of the command's repeats; stage alone: the same from the"
+        " command's own timing of its work, without its start and end"
+    )
     out.print(f"first command on a new Prefect home: {result['first_use_s']:.1f} s")
     if importlib.util.find_spec("sparse") is not None:
         out.print("note: sparse (from the bench extra) is installed; dask.array imports it and")

@@ -8,10 +8,15 @@ The library's work runs in a fresh process per measurement and is timed from the
 call to the last, imports excluded (a script that imported ooc pays those anyway).
 
 Both sides meet the same machine: the library and the command alternate, ``repeats``
-times each, and the median is kept (one run of this VM varied by 25% from the next with
-nothing else running); before a stage that reads the data, the data is read once, so both
-start from the same page cache (a 100M-row dataset is 16 GB, and only one is kept at a
-time, so it stays cached).
+times each, and each repeat measures the two sizes back to back, so the slope of a repeat
+is taken between runs seconds apart (this VM's speed drifts by up to 25% over minutes);
+the median over the repeats is kept. Before a stage that reads the data, the data is read
+once, so both start from the same page cache (the library's copies of the two sizes are
+kept, 19 GB at 100M rows; the command's generated copy is removed at once).
+
+At small sizes the work is a second or two beside a command's fixed ~13 s, whose run-to-run
+noise is about a second: the table also gives the per-row cost of the stage alone (the
+command's own timing of its work), which that noise does not reach.
 
 Run it on the install users have (``.[flows]``), not beside the ``bench`` extra: dask-ml
 brings ``sparse`` and ``numba``, which ``dask.array`` imports whenever they are installed
@@ -114,44 +119,69 @@ def _env(home: Path, work: Path) -> dict:
     return env
 
 
-def measure(rows: int, root: Path, home: Path, repeats: int) -> dict[str, dict]:
-    """Library and command seconds (medians of ``repeats``, and every run) of generate,
-    train and predict at ``rows`` rows."""
+def _stage_seconds(stage: str, result: dict) -> float:
+    """The command's own timing of the library's work, from its JSON result."""
+    if stage == "generate":
+        return result["seconds"]
+    if stage == "predict":
+        return result["predicted"]["seconds"]
+    trained = result["trained"]
+    return sum(trained[part]["seconds"] for part in ("preprocessed", "fitted", "evaluated"))
+
+
+def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int) -> dict:
+    """Every run of generate, train and predict, library and command, at both ``sizes``.
+
+    Each repeat measures both sizes back to back, so a slope is taken between runs a few
+    seconds apart: this VM's speed drifts over minutes, and a drift between the two sizes
+    would land in the slope. Returns ``{stage: {side: {rows: [seconds, ...]}}}``, the
+    sides being ``library``, ``command`` (wall) and ``stage`` (the command's own timing of
+    the stage's work)."""
     env = _env(home, root / "work")
-    lib_data, cmd_data = root / f"lib-{rows}", root / f"cmd-{rows}"
-    runs: dict[str, dict[str, list[float]]] = {
-        stage: {"library": [], "command": []} for stage in ("generate", "train", "predict")
+    data = {rows: root / f"lib-{rows}" for rows in sizes}
+    runs = {
+        stage: {side: {rows: [] for rows in sizes} for side in ("library", "command", "stage")}
+        for stage in ("generate", "train", "predict")
     }
+
+    def record(stage: str, rows: int, library: float, command: tuple[float, dict]) -> None:
+        runs[stage]["library"][rows].append(library)
+        runs[stage]["command"][rows].append(command[0])
+        runs[stage]["stage"][rows].append(_stage_seconds(stage, command[1]))
+
     for _ in range(repeats):
-        for path in (lib_data, cmd_data):
-            shutil.rmtree(path, ignore_errors=True)
-        runs["generate"]["library"].append(_library("generate", OUT=str(lib_data), ROWS=rows))
-        cmd, _ = _command(["generate", "--out", str(cmd_data), "--rows", str(rows)], env)
-        runs["generate"]["command"].append(cmd)
-        shutil.rmtree(cmd_data)  # one dataset on disk, so the page cache can hold it
-    model = None
+        for rows in sizes:
+            out = root / f"cmd-{rows}"
+            shutil.rmtree(data[rows], ignore_errors=True)
+            library = _library("generate", OUT=str(data[rows]), ROWS=rows)
+            generate = ["generate", "--out", str(out), "--rows", str(rows)]
+            record("generate", rows, library, _command(generate, env))
+            shutil.rmtree(out)  # only the library's copy is kept, so the cache can hold it
+    models = {}
     for _ in range(repeats):
-        _warm(lib_data)
-        runs["train"]["library"].append(_library("train", DATA=str(lib_data)))
-        _warm(lib_data)
-        # The library computes the scaler's statistics every time; so does the command.
-        cmd, trained = _command(["train", "--data", str(lib_data), "--no-stats-cache"], env)
-        runs["train"]["command"].append(cmd)
-        model = model or trained["trained"]["fitted"]["model_path"]
+        for rows in sizes:
+            _warm(data[rows])
+            library = _library("train", DATA=str(data[rows]))
+            _warm(data[rows])
+            # The library computes the scaler's statistics every time; so does the command.
+            command = _command(["train", "--data", str(data[rows]), "--no-stats-cache"], env)
+            record("train", rows, library, command)
+            models.setdefault(rows, command[1]["trained"]["fitted"]["model_path"])
     for _ in range(repeats):
-        _warm(lib_data)
-        lib = _library("predict", MODEL=model, DATA=str(lib_data), OUT=str(root / "lib-pred"))
-        runs["predict"]["library"].append(lib)
-        shutil.rmtree(root / "lib-pred", ignore_errors=True)
-        _warm(lib_data)
-        pred = ["predict", "--data", str(lib_data), "--out", str(root / "cmd-pred")]
-        runs["predict"]["command"].append(_command(pred, env)[0])
-        shutil.rmtree(root / "cmd-pred", ignore_errors=True)
-    shutil.rmtree(lib_data)
-    return {
-        stage: {**{side: statistics.median(v) for side, v in sides.items()}, "runs": sides}
-        for stage, sides in runs.items()
-    }
+        for rows in sizes:
+            lib_out, cmd_out = root / "lib-pred", root / "cmd-pred"
+            _warm(data[rows])
+            library = _library(
+                "predict", MODEL=models[rows], DATA=str(data[rows]), OUT=str(lib_out)
+            )
+            shutil.rmtree(lib_out, ignore_errors=True)
+            _warm(data[rows])
+            predict = ["predict", "--data", str(data[rows]), "--out", str(cmd_out)]
+            record("predict", rows, library, _command(predict, env))
+            shutil.rmtree(cmd_out, ignore_errors=True)
+    for path in data.values():
+        shutil.rmtree(path)
+    return runs
 
 
 def first_use(root: Path) -> float:
@@ -163,8 +193,19 @@ def first_use(root: Path) -> float:
     return seconds
 
 
+def _slope(side: dict[int, list[float]], small: int, large: int) -> list[float]:
+    """Seconds per million rows of each repeat, between its two sizes."""
+    return [(b - a) / (large - small) * 1e6 for a, b in zip(side[small], side[large], strict=True)]
+
+
 def product_table(rows: int, root: Path, repeats: int = 1) -> dict:
-    """The two sizes, their slopes and intercepts, for every stage."""
+    """The two sizes, their slopes and intercepts, for every stage.
+
+    The per-row cost is the median over the repeats of each repeat's slope, against the
+    library's; the ``range`` is the command's lowest and highest repeat against the same
+    median of the library (the noise of one measurement). ``stage_ratio`` is the same from
+    the command's own timing of the stage: the work without the start and the end. The
+    fixed cost is the intercept."""
     root.mkdir(parents=True, exist_ok=True)
     home = root / "prefect-home"
     shutil.rmtree(home, ignore_errors=True)
@@ -173,26 +214,31 @@ def product_table(rows: int, root: Path, repeats: int = 1) -> dict:
     # A Prefect home and a work directory that exist, as on a user's second command.
     shutil.rmtree(root / "warm", ignore_errors=True)
     _command(["generate", "--out", str(root / "warm"), "--rows", "1000"], _env(home, root / "work"))
-    small_rows = max(rows // 5, 1)
-    small = measure(small_rows, root, home, repeats)
-    large = measure(rows, root, home, repeats)
+    small, large = max(rows // 5, 1), rows
+    runs = measure((small, large), root, home, repeats)
     stages = {}
-    for stage in ("generate", "train", "predict"):
-        slope = {
-            side: (large[stage][side] - small[stage][side]) / (rows - small_rows)
-            for side in ("library", "command")
-        }
-        fixed = large[stage]["command"] - slope["command"] * rows
+    for stage, sides in runs.items():
+        slopes = {side: _slope(sides[side], small, large) for side in sides}
+        per_million = {side: statistics.median(v) for side, v in slopes.items()}
+        # The command's noise: its lowest and highest repeat against the library's median.
+        ratios = [c / per_million["library"] for c in slopes["command"]]
+        median = {side: {n: statistics.median(v) for n, v in by_rows.items()}
+                  for side, by_rows in sides.items()}  # fmt: skip
         stages[stage] = {
-            "small": small[stage],
-            "large": large[stage],
-            "library_per_million_s": slope["library"] * 1e6,
-            "command_per_million_s": slope["command"] * 1e6,
-            "per_row_ratio": slope["command"] / slope["library"],
-            "fixed_s": fixed,
+            "small": {side: median[side][small] for side in sides},
+            "large": {side: median[side][large] for side in sides},
+            "library_per_million_s": per_million["library"],
+            "command_per_million_s": per_million["command"],
+            "per_row_ratio": per_million["command"] / per_million["library"],
+            "per_row_range": [min(ratios), max(ratios)],
+            "stage_ratio": per_million["stage"] / per_million["library"],
+            "fixed_s": median["command"][large] - per_million["command"] * large / 1e6,
+            "runs": {
+                side: {str(n): v for n, v in by_rows.items()} for side, by_rows in sides.items()
+            },
         }
     return {
-        "rows": [small_rows, rows],
+        "rows": [small, large],
         "repeats": repeats,
         "first_use_s": started,
         "stages": stages,
