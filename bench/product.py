@@ -15,9 +15,10 @@ the median over the repeats is kept. Before a stage that reads the data, the dat
 once, so both start from the same page cache (the library's copies of the two sizes are
 kept, 19 GB at 100M rows; the command's generated copy is removed at once).
 
-At small sizes the work is a second or two beside a command's fixed ~13 s, whose run-to-run
-noise is about a second: the table also gives the per-row cost of the stage alone (the
-command's own timing of its work), which that noise does not reach.
+At small sizes the work is a second or two beside a command's fixed ~13 s, and one
+command's wall time at one size ranged over 3-6 s in seven repeats at 10M: the table also
+gives the per-row cost of the stage alone (the command's own timing of its work), which
+that noise does not reach.
 
 Run it on the install users have (``.[flows]``), not beside the ``bench`` extra: dask-ml
 brings ``sparse`` and ``numba``, which ``dask.array`` imports whenever they are installed
