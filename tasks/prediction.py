@@ -8,7 +8,9 @@ atomic and complete ones are kept, so a retried or re-run stage continues where 
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -69,6 +71,24 @@ def _attempt(index: dict, func, *args) -> tuple[object, list[str]]:
     return retry_transient(attempt, on_retry=note), notes
 
 
+@contextmanager
+def _quick_gil_handover(seconds: float = 0.001):
+    """Let a thread waiting for the GIL take it after ``seconds`` (Python's default: 5 ms).
+
+    With the embedded cluster, Dask's event loop and the predicting threads share this
+    process's GIL: every wake-up of the loop and every return of a thread from pyarrow or
+    numpy waits for it. At 100M rows, 1 ms made the stage 0.3 and 0.8 s faster in the
+    medians of two series of alternating pairs (README). The interval is the process's, so
+    it is put back afterwards.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 @task(cache_policy=NONE, task_run_name="predict", **IO_RETRIES)
 def predict_files(
     data: str,
@@ -96,7 +116,7 @@ def predict_files(
         model, jobs, method, call=partial(_attempt, {job.dest: i for i, job in enumerate(jobs)})
     )
     progress = StageProgress("predict", sum(s.blocks for s in steps), "blocks")
-    with cluster_client() as client:
+    with cluster_client() as client, _quick_gil_handover():
         from distributed import as_completed
 
         futures = client.compute([step.task for step in steps])
