@@ -71,22 +71,26 @@ def _attempt(index: dict, func, *args) -> tuple[object, list[str]]:
     return retry_transient(attempt, on_retry=note), notes
 
 
+# The process's interval when this module was imported, which a stage puts back.
+PROCESS_SWITCH_INTERVAL = sys.getswitchinterval()
+
+
 @contextmanager
-def _quick_gil_handover(seconds: float = 0.001):
+def quick_gil_handover(seconds: float = 0.001):
     """Let a thread waiting for the GIL take it after ``seconds`` (Python's default: 5 ms).
 
     With the embedded cluster, Dask's event loop and the predicting threads share this
     process's GIL: every wake-up of the loop and every return of a thread from pyarrow or
     numpy waits for it. At 100M rows, 1 ms made the stage 0.3 and 0.8 s faster in the
-    medians of two series of alternating pairs (README). The interval is the process's, so
-    it is put back afterwards.
+    medians of two series of alternating pairs (README). The interval is the process's, and
+    the process's own is put back at the end: overlapping stages (``ooc serve`` runs flows
+    side by side) cannot leave one stage's setting behind.
     """
-    before = sys.getswitchinterval()
     sys.setswitchinterval(seconds)
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        sys.setswitchinterval(PROCESS_SWITCH_INTERVAL)
 
 
 @task(cache_policy=NONE, task_run_name="predict", **IO_RETRIES)
@@ -116,7 +120,7 @@ def predict_files(
         model, jobs, method, call=partial(_attempt, {job.dest: i for i, job in enumerate(jobs)})
     )
     progress = StageProgress("predict", sum(s.blocks for s in steps), "blocks")
-    with cluster_client() as client, _quick_gil_handover():
+    with cluster_client() as client, quick_gil_handover():
         from distributed import as_completed
 
         futures = client.compute([step.task for step in steps])

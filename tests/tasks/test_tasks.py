@@ -40,7 +40,12 @@ from ooc.tasks.data import DataPlan, Generated, check_dataset, generate_partitio
 from ooc.tasks.evaluation import Evaluated, evaluate_model
 from ooc.tasks.faults import InjectedFault, maybe_fail
 from ooc.tasks.health import ServiceUnreachable
-from ooc.tasks.prediction import Predicted, predict_files
+from ooc.tasks.prediction import (
+    PROCESS_SWITCH_INTERVAL,
+    Predicted,
+    predict_files,
+    quick_gil_handover,
+)
 from ooc.tasks.retries import is_transient, retry_transient, stage_retries
 from ooc.tasks.settings import Settings, get_settings, local_cluster_kwargs
 from ooc.tasks.store import load_object, save_object
@@ -751,3 +756,16 @@ def test_model_card_describes_the_run(stages, plan):
     assert card["data"] == plan.data and card["data_fingerprint"] == plan.fingerprint()
     assert card["features"] == plan.features and card["target"] == "y"
     assert card["classes"] == [0, 1] and card["metrics"] == evaluated.metrics
+
+
+def test_quick_gil_handover_leaves_the_process_interval_after_overlapping_stages():
+    """Stage A starts, stage B starts, A ends, B ends: the process's interval is its own
+    again, not the 1 ms that B saw when it started."""
+    a, b = quick_gil_handover(), quick_gil_handover()
+    a.__enter__()
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+    b.__enter__()
+    a.__exit__(None, None, None)
+    b.__exit__(None, None, None)
+    assert sys.getswitchinterval() == PROCESS_SWITCH_INTERVAL
+    assert PROCESS_SWITCH_INTERVAL == pytest.approx(0.005)  # Python's, nothing changed it
