@@ -42,7 +42,8 @@ def _dask_client():
         return None
 
 
-def _console_handlers() -> list:
+def console_handlers() -> list:
+    """Prefect's handlers that print log lines to the terminal."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     seen = []
@@ -86,7 +87,7 @@ def stage_bars():
     if getattr(_active, "bars", None) is not None:
         yield _active.bars
         return
-    handlers = _console_handlers()
+    handlers = console_handlers()
     # Prefect's own console, when it has one: the log lines keep its colours, and printed
     # through the bars' console they appear above the bars, not inside them.
     console = handlers[0].console if handlers else Console(file=sys.stderr)

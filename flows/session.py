@@ -61,10 +61,14 @@ def _local_cluster(settings):
 
 
 def _quiet_loggers() -> None:
-    """The task runner says it connects to the cluster this command started: noise here."""
+    """The task runner says it connects to the cluster this command started: noise here.
+    An error about the input shows as its message, without a traceback."""
     import logging
 
+    from .terminal import plain_input_errors
+
     logging.getLogger("prefect.task_runner.dask").setLevel(logging.WARNING)
+    plain_input_errors()
 
 
 def _say(message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from rich import box
@@ -9,6 +10,35 @@ from rich.console import Console
 from rich.table import Table
 
 from .summary import build_summary
+
+
+class _InputErrorsPlain(logging.Formatter):
+    """Prefect's console format, without the traceback of an error about the input.
+
+    Such an error's message says what to fix (the file, the column, the option), and the
+    command repeats it last; the traceback, still in the run's logs in the Prefect UI,
+    would only push it off the screen. Every other error keeps its traceback."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        from ooc.tasks.retries import is_bad_input
+
+        if record.exc_info and is_bad_input(record.exc_info[1]):
+            # A copy: the record itself may reach other handlers after this one.
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return self.inner.format(record)
+
+
+def plain_input_errors() -> None:
+    """Show errors about the input in the terminal's log without their traceback."""
+    from .progress import console_handlers
+
+    for handler in console_handlers():
+        if not isinstance(handler.formatter, _InputErrorsPlain):
+            handler.setFormatter(_InputErrorsPlain(handler.formatter or logging.Formatter()))
 
 
 def _results(command: str, result) -> dict:

@@ -428,8 +428,8 @@ def _read_footer(file: Path) -> Footer:
         return Footer(groups, meta.schema.to_arrow_schema(), _null_counts(meta))
     except (OSError, pa.ArrowException) as err:
         raise ValueError(
-            f"Cannot read the parquet footer of {file}: {err}. The file is corrupt or not "
-            "parquet; remove or replace it."
+            f"Cannot read the parquet footer of {file}: {str(err).rstrip('.')}. The file is "
+            "corrupt or not parquet; remove or replace it."
         ) from err
 
 

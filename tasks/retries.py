@@ -33,6 +33,16 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError)
 
 
+def is_bad_input(error: BaseException) -> bool:
+    """Whether ``error`` is one of the clear messages about the input: a ValueError (bad
+    data or options), a missing file, a registry without the model asked for. Its message
+    says what to fix; a traceback would only bury it. Not: a KeyError or IndexError (a
+    bug), a transient failure."""
+    if isinstance(error, KeyError | IndexError):
+        return False
+    return isinstance(error, (ValueError, LookupError, *_PERMANENT_OS))
+
+
 def _worth_retrying(task, task_run, state) -> bool:
     try:
         state.result()

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -29,6 +30,7 @@ from .support import (
     ROWS,
     champion_version,
     eventually,
+    logged,
     parquet_rows,
     tiny_dataset,
     tiny_training,
@@ -138,6 +140,33 @@ def test_without_json_a_command_prints_its_summary(served_env, tmp_path):
     assert re.search(r"\n +the command, in all +\d+\.\d\d +\n", proc.stdout), proc.stdout
     with pytest.raises(json.JSONDecodeError):
         json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("predict", "ooc: predict failed: The registry has no 'champion' for model"),
+        ("train", "ooc: train failed: Cannot read the parquet footer of"),
+    ],
+)
+def test_an_error_about_the_input_shows_without_a_traceback(served_env, tmp_path, command,
+                                                           message):  # fmt: skip
+    """The terminal shows the message that says what to fix; the Prefect UI keeps the
+    traceback in the run's logs."""
+    bad = tmp_path / "bad.parquet"
+    bad.write_text('{"not": "parquet"}')
+    work = ["--workdir", str(tmp_path / "empty-work")]
+    args = ["--data", str(bad), *work] if command == "train" else [
+        "--data", str(bad), "--out", str(tmp_path / "pred"), *work]  # fmt: skip
+    proc = ooc(command, *args, env=served_env)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr.splitlines()[-1], proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    # The log line of the failure stays, and the run's log in the API has the traceback.
+    assert "Encountered exception during execution" in proc.stderr
+    (run_id,) = set(re.findall(r"/runs/flow-run/([0-9a-f-]{36})", proc.stderr))
+    assert logged(UUID(run_id), "Traceback (most recent call last)")
+    assert not (tmp_path / "pred").exists()
 
 
 def test_convert_writes_parquet_from_csv(tmp_path):
@@ -351,3 +380,22 @@ def test_serve_creates_scheduled_deployments_and_runs_them(served_env, tmp_path)
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
+
+
+def test_the_terminal_drops_the_traceback_of_an_input_error_only():
+    import logging
+
+    from ooc.flows.terminal import _InputErrorsPlain
+
+    formatter = _InputErrorsPlain(logging.Formatter("%(levelname)s %(message)s"))
+
+    def record(error):
+        try:
+            raise error
+        except Exception:
+            return logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+
+    bad_input, bug = record(ValueError("column 'x' holds text")), record(KeyError("x"))
+    assert formatter.format(bad_input) == "ERROR failed"
+    assert bad_input.exc_info is not None  # the record other handlers get is unchanged
+    assert "Traceback" in formatter.format(bug) and "KeyError: 'x'" in formatter.format(bug)

@@ -46,7 +46,7 @@ from ooc.tasks.prediction import (
     predict_files,
     quick_gil_handover,
 )
-from ooc.tasks.retries import is_transient, retry_transient, stage_retries
+from ooc.tasks.retries import is_bad_input, is_transient, retry_transient, stage_retries
 from ooc.tasks.settings import Settings, get_settings, local_cluster_kwargs
 from ooc.tasks.store import load_object, save_object
 from ooc.tasks.training import Fitted, Preprocessed, fit_model, fit_preprocessing
@@ -189,6 +189,20 @@ def test_only_transient_errors_are_worth_retrying():
     ]  # fmt: skip
     assert [e for e in transient if not is_transient(e)] == []
     assert [e for e in permanent if is_transient(e)] == []
+
+
+def test_errors_about_the_input_are_told_from_bugs_and_hiccups():
+    from ooc.colstats import HighCardinalityError
+
+    about_the_input = [
+        ValueError("column 'x2' has nan"), HighCardinalityError("too many"),
+        FileNotFoundError("no such file"), IsADirectoryError(), PermissionError(),
+        LookupError("no 'champion'"),
+    ]  # fmt: skip
+    others = [KeyError("x"), IndexError(), TypeError(), RuntimeError("a bug"), MemoryError(),
+              ConnectionError("reset"), OSError(5, "Input/output error")]  # fmt: skip
+    assert [e for e in about_the_input if not is_bad_input(e)] == []
+    assert [e for e in others if is_bad_input(e)] == []
 
 
 def test_retry_transient_retries_where_it_runs_and_gives_up():
