@@ -9,6 +9,7 @@ Prefect's local database, which `prefect server start` shows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import time
 import types
 import typing
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 
 # Before dask or prefect is imported, so worker processes inherit it too: a quiet terminal.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -463,8 +465,21 @@ def main(argv: list[str] | None = None) -> int:
     def import_flows():
         from . import pipeline  # noqa: F401 - prefect, mlflow: seconds of imports
 
+    def open_tracking_store():
+        # Opening MLflow's store checks its schema (~1 s here); done while the API starts,
+        # the flow's own opening finds it open. An error is the flow's to report.
+        from ooc.tasks import tracking
+
+        settings = get_settings()
+        if args.workdir:
+            settings = settings.model_copy(update={"workdir": Path(args.workdir)})
+        with contextlib.suppress(Exception):
+            tracking.configure(settings)
+
     try:
-        with command_session(get_settings(), check=check, meanwhile=import_flows) as session:
+        with command_session(
+            get_settings(), check=check, meanwhile=import_flows, then=open_tracking_store
+        ) as session:
             try:
                 result = _run_flow(args, session)
             except Exception as err:  # noqa: BLE001 - the log above has the traceback

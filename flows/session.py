@@ -88,14 +88,17 @@ def _dashboard_link(cluster, address: str) -> str | None:
 
 @contextmanager
 def command_session(
-    settings, *, check=None, meanwhile=None, needs_cluster=True, first_use_timeout=300.0
-):
+    settings, *, check=None, meanwhile=None, then=None, needs_cluster=True,
+    first_use_timeout=300.0,
+):  # fmt: skip
     """Start the API (unless ``PREFECT_API_URL`` is set) and a LocalCluster (unless the
     settings name a cluster), both at once; yield a :class:`Session`; stop them in order.
 
     ``check()`` runs as soon as the API process is started (an error there stops it and
     nothing else starts); ``meanwhile()`` runs in a thread while the cluster starts (e.g.
-    importing the flows), so the command's start costs the slowest of them, not the sum.
+    importing the flows), so the command's start costs the slowest of them, not the sum;
+    ``then()`` runs after both, while the API finishes its own start in its process (e.g.
+    opening the tracking store).
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -129,6 +132,8 @@ def command_session(
                 _say(f"Dask dashboard, while the command runs: {link}")
         if side is not None:
             side.join()
+        if then is not None:
+            then()
         if api is not None:
             api.wait_ready(first_use_timeout if fresh else 60.0)
         _quiet_loggers()
