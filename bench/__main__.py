@@ -190,30 +190,38 @@ def layouts(args, out: Console) -> dict:
 
 
 def product(args, out: Console) -> dict:
-    from .product import product_table
+    from .product import STAGES, product_table
 
-    result = product_table(args.rows, Path(args.workdir) / "product", args.repeats)
+    stages = tuple(args.stages.split(","))
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"bench: --stages takes {','.join(STAGES)}, not {','.join(unknown)}")
+    result = product_table(args.rows, Path(args.workdir) / "product", args.repeats, stages)
     small, large = result["rows"]
     table = _table(
         f"ooc commands vs the library, {small:,} and {large:,} rows x 20 float64, on {machine()}"
         f" (medians of {args.repeats})",
         ["stage", f"library s, {small:,}", f"library s, {large:,}", f"ooc s, {small:,}",
-         f"ooc s, {large:,}", "per-row ooc/library (range)",
-         "per-row, stage alone", "ooc fixed s", f"ooc - library s, {large:,}"],
+         f"ooc s, {large:,}", "per-row ooc/library (90%)", "per-row, stage alone (90%)",
+         "ooc fixed s", f"ooc - library s, {large:,}"],
     )  # fmt: skip
+
+    def ratio(value: float, interval: list[float]) -> str:
+        return f"{value:.2f}x ({interval[0]:.2f} to {interval[1]:.2f})"
+
     for stage, r in result["stages"].items():
-        low, high = r["per_row_range"]
         table.add_row(
             stage, f"{r['small']['library']:.2f}", f"{r['large']['library']:.2f}",
             f"{r['small']['command']:.2f}", f"{r['large']['command']:.2f}",
-            f"{r['per_row_ratio']:.2f}x ({low:.2f} to {high:.2f})", f"{r['stage_ratio']:.2f}x",
+            ratio(r["per_row_ratio"], r["per_row_interval"]),
+            ratio(r["stage_ratio"], r["stage_interval"]),
             f"{r['fixed_s']:.1f}", f"{r['large']['command'] - r['large']['library']:.1f}",
         )  # fmt: skip
     out.print(table)
     out.print(
         "per-row: the median over the repeats of each one's slope between the two sizes (measured"
-        " back to back), and the range of the command's repeats; stage alone: the same from the"
-        " command's own timing of its work, without its start and end"
+        " back to back), with its 90% bootstrap interval over the repeats; stage alone: the same"
+        " from the command's own timing of its work, without its start and end"
     )
     out.print(f"first command on a new Prefect home: {result['first_use_s']:.1f} s")
     if importlib.util.find_spec("sparse") is not None:
@@ -245,6 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--workdir", default="bench/results")
+    p.add_argument("--stages", default="generate,train,predict",
+                   help="--product: the stages to measure (comma-separated)")  # fmt: skip
     for mode in MODES:
         p.add_argument(f"--{mode}", action="store_true", help=f"the {mode} benchmark instead")
     args = p.parse_args(argv)

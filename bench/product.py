@@ -24,13 +24,16 @@ Run it on the install users have (``.[flows]``), not beside the ``bench`` extra:
 brings ``sparse`` and ``numba``, which ``dask.array`` imports whenever they are installed
 (about 0.4 s of every command's start here).
 
-``python -m bench --product --rows 10000000``
+``python -m bench --product --rows 10000000``; ``--stages predict`` measures one stage
+(more repeats of it in the same time).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -132,27 +135,36 @@ def _stage_seconds(stage: str, result: dict) -> float:
     return sum(trained[part]["seconds"] for part in ("preprocessed", "fitted", "evaluated"))
 
 
-def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int) -> dict:
-    """Every run of generate, train and predict, library and command, at both ``sizes``.
+STAGES = ("generate", "train", "predict")
+
+
+def _runs(stages, sizes) -> dict:
+    sides = ("library", "command", "stage")
+    return {stage: {side: {rows: [] for rows in sizes} for side in sides} for stage in stages}
+
+
+def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int,
+            stages: tuple[str, ...] = STAGES) -> dict:  # fmt: skip
+    """Every run of ``stages`` (generate, train, predict), library and command, at both
+    ``sizes``.
 
     Each repeat measures both sizes back to back, so a slope is taken between runs a few
     seconds apart: this VM's speed drifts over minutes, and a drift between the two sizes
     would land in the slope. Returns ``{stage: {side: {rows: [seconds, ...]}}}``, the
     sides being ``library``, ``command`` (wall) and ``stage`` (the command's own timing of
-    the stage's work)."""
+    the stage's work). Without the generate stage, the data is written once by the
+    library; without the train stage, predict uses one model ``ooc train`` fitted on the
+    larger size (neither is timed)."""
     env = _env(home, root / "work")
     data = {rows: root / f"lib-{rows}" for rows in sizes}
-    runs = {
-        stage: {side: {rows: [] for rows in sizes} for side in ("library", "command", "stage")}
-        for stage in ("generate", "train", "predict")
-    }
+    runs = _runs(stages, sizes)
 
     def record(stage: str, rows: int, library: float, command: tuple[float, dict]) -> None:
         runs[stage]["library"][rows].append(library)
         runs[stage]["command"][rows].append(command[0])
         runs[stage]["stage"][rows].append(_stage_seconds(stage, command[1]))
 
-    for _ in range(repeats):
+    for _ in range(repeats if "generate" in stages else 0):
         for rows in sizes:
             out = root / f"cmd-{rows}"
             shutil.rmtree(data[rows], ignore_errors=True)
@@ -160,8 +172,12 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int) -> dic
             generate = ["generate", "--out", str(out), "--rows", str(rows)]
             record("generate", rows, library, _command(generate, env))
             shutil.rmtree(out)  # only the library's copy is kept, so the cache can hold it
+    if "generate" not in stages:
+        for rows in sizes:
+            shutil.rmtree(data[rows], ignore_errors=True)
+            _library("generate", OUT=str(data[rows]), ROWS=rows)
     models = {}
-    for _ in range(repeats):
+    for _ in range(repeats if "train" in stages else 0):
         for rows in sizes:
             _warm(data[rows])
             library = _library("train", DATA=str(data[rows]))
@@ -170,7 +186,10 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int) -> dic
             command = _command(["train", "--data", str(data[rows]), "--no-stats-cache"], env)
             record("train", rows, library, command)
             models.setdefault(rows, command[1]["trained"]["fitted"]["model_path"])
-    for _ in range(repeats):
+    if "predict" in stages and not models:
+        _, trained = _command(["train", "--data", str(data[sizes[-1]])], env)
+        models = dict.fromkeys(sizes, trained["trained"]["fitted"]["model_path"])
+    for _ in range(repeats if "predict" in stages else 0):
         for rows in sizes:
             lib_out, cmd_out = root / "lib-pred", root / "cmd-pred"
             _warm(data[rows])
@@ -201,29 +220,38 @@ def _slope(side: dict[int, list[float]], small: int, large: int) -> list[float]:
     return [(b - a) / (large - small) * 1e6 for a, b in zip(side[small], side[large], strict=True)]
 
 
-def product_table(rows: int, root: Path, repeats: int = 1) -> dict:
-    """The two sizes, their slopes and intercepts, for every stage.
+def _interval(command: list[float], library: list[float], level: float = 0.9,
+              resamples: int = 2000) -> list[float]:  # fmt: skip
+    """A bootstrap interval of the ratio of the two medians: the repeats are drawn again
+    with replacement (in pairs, as they were measured), ``resamples`` times."""
+    draw = random.Random(0)
+    pairs = list(zip(command, library, strict=True))
+    ratios = []
+    for _ in range(resamples):
+        sample = draw.choices(pairs, k=len(pairs))
+        below = statistics.median(lib for _, lib in sample)
+        if below:
+            ratios.append(statistics.median(cmd for cmd, _ in sample) / below)
+    if not ratios:  # the library's slope is nil: no ratio to bound
+        return [math.nan, math.nan]
+    ratios.sort()
+    cut = int(len(ratios) * (1 - level) / 2)
+    return [ratios[cut], ratios[-cut - 1]]
+
+
+def summarize(runs: dict, small: int, large: int) -> dict:
+    """Each stage's slopes and intercept, from ``measure``'s runs.
 
     The per-row cost is the median over the repeats of each repeat's slope, against the
-    library's; the ``range`` is the command's lowest and highest repeat against the same
-    median of the library (the noise of one measurement). ``stage_ratio`` is the same from
-    the command's own timing of the stage: the work without the start and the end. The
-    fixed cost is the intercept."""
-    root.mkdir(parents=True, exist_ok=True)
-    home = root / "prefect-home"
-    shutil.rmtree(home, ignore_errors=True)
-    shutil.rmtree(root / "work", ignore_errors=True)
-    started = first_use(root)
-    # A Prefect home and a work directory that exist, as on a user's second command.
-    shutil.rmtree(root / "warm", ignore_errors=True)
-    _command(["generate", "--out", str(root / "warm"), "--rows", "1000"], _env(home, root / "work"))
-    small, large = max(rows // 5, 1), rows
-    runs = measure((small, large), root, home, repeats)
+    library's; ``per_row_interval`` is its 90% bootstrap interval (how far the repeats'
+    noise leaves it uncertain), ``per_row_range`` the command's lowest and highest repeat
+    against the library's median. ``stage_ratio`` (and its interval) is the same from the
+    command's own timing of the stage: the work without the start and the end. The fixed
+    cost is the intercept."""
     stages = {}
     for stage, sides in runs.items():
         slopes = {side: _slope(sides[side], small, large) for side in sides}
         per_million = {side: statistics.median(v) for side, v in slopes.items()}
-        # The command's noise: its lowest and highest repeat against the library's median.
         ratios = [c / per_million["library"] for c in slopes["command"]]
         median = {side: {n: statistics.median(v) for n, v in by_rows.items()}
                   for side, by_rows in sides.items()}  # fmt: skip
@@ -233,16 +261,35 @@ def product_table(rows: int, root: Path, repeats: int = 1) -> dict:
             "library_per_million_s": per_million["library"],
             "command_per_million_s": per_million["command"],
             "per_row_ratio": per_million["command"] / per_million["library"],
+            "per_row_interval": _interval(slopes["command"], slopes["library"]),
             "per_row_range": [min(ratios), max(ratios)],
             "stage_ratio": per_million["stage"] / per_million["library"],
+            "stage_interval": _interval(slopes["stage"], slopes["library"]),
             "fixed_s": median["command"][large] - per_million["command"] * large / 1e6,
             "runs": {
                 side: {str(n): v for n, v in by_rows.items()} for side, by_rows in sides.items()
             },
         }
+    return stages
+
+
+def product_table(rows: int, root: Path, repeats: int = 1,
+                  stages: tuple[str, ...] = STAGES) -> dict:  # fmt: skip
+    """The two sizes (a fifth of ``rows``, and ``rows``), measured and summarized, and the
+    first command's seconds on a new Prefect home."""
+    root.mkdir(parents=True, exist_ok=True)
+    home = root / "prefect-home"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(root / "work", ignore_errors=True)
+    started = first_use(root)
+    # A Prefect home and a work directory that exist, as on a user's second command.
+    shutil.rmtree(root / "warm", ignore_errors=True)
+    _command(["generate", "--out", str(root / "warm"), "--rows", "1000"], _env(home, root / "work"))
+    small, large = max(rows // 5, 1), rows
+    runs = measure((small, large), root, home, repeats, stages)
     return {
         "rows": [small, large],
         "repeats": repeats,
         "first_use_s": started,
-        "stages": stages,
+        "stages": summarize(runs, small, large),
     }

@@ -1,0 +1,61 @@
+"""The product benchmark's arithmetic: slopes, the fixed start, and how sure they are."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench.__main__ import main
+from bench.product import _interval, summarize
+
+SMALL, LARGE = 2_000_000, 10_000_000
+
+
+def _runs(per_million: dict[str, float], fixed: dict[str, float], noise: float, repeats: int):
+    """Seconds of each side at both sizes: ``fixed + rows × per_million``, plus noise."""
+    draw = random.Random(1)
+    return {
+        "predict": {
+            side: {
+                rows: [fixed[side] + rows / 1e6 * per_million[side] + draw.gauss(0, noise)
+                       for _ in range(repeats)]
+                for rows in (SMALL, LARGE)
+            }
+            for side in ("library", "command", "stage")
+        }
+    }  # fmt: skip
+
+
+def test_without_noise_the_slopes_and_the_intercept_are_exact():
+    runs = _runs({"library": 0.5, "command": 0.6, "stage": 0.55},
+                 {"library": 1.0, "command": 11.0, "stage": 0.2}, noise=0.0, repeats=5)  # fmt: skip
+    (result,) = summarize(runs, SMALL, LARGE).values()
+    assert result["per_row_ratio"] == pytest.approx(1.2)
+    assert result["stage_ratio"] == pytest.approx(1.1)
+    assert result["fixed_s"] == pytest.approx(11.0)
+    assert result["per_row_interval"] == pytest.approx([1.2, 1.2])
+    assert result["large"]["command"] == pytest.approx(11.0 + 10 * 0.6)
+
+
+def test_the_interval_widens_with_the_noise_of_the_repeats():
+    truth = {"library": 0.5, "command": 0.6, "stage": 0.55}
+    fixed = {"library": 1.0, "command": 11.0, "stage": 0.2}
+    quiet = summarize(_runs(truth, fixed, noise=0.05, repeats=9), SMALL, LARGE)["predict"]
+    noisy = summarize(_runs(truth, fixed, noise=1.0, repeats=9), SMALL, LARGE)["predict"]
+    width = [r["per_row_interval"][1] - r["per_row_interval"][0] for r in (quiet, noisy)]
+    assert 0 < width[0] < 0.2 < width[1]
+    for r in (quiet, noisy):
+        low, high = r["per_row_interval"]
+        assert low <= r["per_row_ratio"] <= high
+
+
+def test_the_interval_is_the_same_on_every_call():
+    command, library = [1.0, 1.4, 0.9, 1.2], [1.0, 1.1, 0.8, 1.0]
+    assert _interval(command, library) == _interval(command, library)
+
+
+def test_an_unknown_stage_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(SystemExit, match="--stages takes generate,train,predict, not fit"):
+        main(["--product", "--stages", "predict,fit", "--workdir", str(tmp_path)])
+    assert not (tmp_path / "product").exists()
