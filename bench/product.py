@@ -18,7 +18,10 @@ kept, 19 GB at 100M rows; the command's generated copy is removed at once).
 At small sizes the work is a second or two beside a command's fixed ~13 s, and one
 command's wall time at one size ranged over 3-6 s in seven repeats at 10M: the table also
 gives the per-row cost of the stage alone (the command's own timing of its work), which
-that noise does not reach.
+that noise does not reach, and the per-row cost of the flow run (its start and end as
+Prefect recorded them): every task, MLflow, the registry, the figures and the summary, without
+the process's start and end, where most of that noise is (the imports and the API's start
+on two cores).
 
 Run it on the install users have (``.[flows]``), not beside the ``bench`` extra: dask-ml
 brings ``sparse`` and ``numba``, which ``dask.array`` imports whenever they are installed
@@ -30,16 +33,19 @@ brings ``sparse`` and ``numba``, which ``dask.array`` imports whenever they are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 LIBRARY = {
@@ -138,8 +144,25 @@ def _stage_seconds(stage: str, result: dict) -> float:
 STAGES = ("generate", "train", "predict")
 
 
+FLOWS = {"generate": "generate-dataset", "train": "train", "predict": "batch-predict"}
+
+
+def _flow_seconds(home: Path, stage: str) -> float:
+    """The seconds of the command's flow run, from the run's start to its end as Prefect
+    recorded them in the home's database: everything the flow orchestrates (its tasks,
+    MLflow, the registry, figures, the summary), without the process's start and end."""
+    with contextlib.closing(sqlite3.connect(home / "prefect.db")) as db:
+        name, started, ended, state = db.execute(
+            "select flow.name, run.start_time, run.end_time, run.state_type from flow_run run"
+            " join flow on flow.id = run.flow_id order by run.start_time desc limit 1"
+        ).fetchone()
+    if name != FLOWS[stage] or state != "COMPLETED":
+        raise SystemExit(f"bench: the last flow run in {home} is {name} ({state}), not {stage}")
+    return (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+
+
 def _runs(stages, sizes) -> dict:
-    sides = ("library", "command", "stage")
+    sides = ("library", "command", "flow", "stage")
     return {stage: {side: {rows: [] for rows in sizes} for side in sides} for stage in stages}
 
 
@@ -162,6 +185,7 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int,
     def record(stage: str, rows: int, library: float, command: tuple[float, dict]) -> None:
         runs[stage]["library"][rows].append(library)
         runs[stage]["command"][rows].append(command[0])
+        runs[stage]["flow"][rows].append(_flow_seconds(home, stage))
         runs[stage]["stage"][rows].append(_stage_seconds(stage, command[1]))
 
     for _ in range(repeats if "generate" in stages else 0):
@@ -245,8 +269,9 @@ def summarize(runs: dict, small: int, large: int) -> dict:
     The per-row cost is the median over the repeats of each repeat's slope, against the
     library's; ``per_row_interval`` is its 90% bootstrap interval (how far the repeats'
     noise leaves it uncertain), ``per_row_range`` the command's lowest and highest repeat
-    against the library's median. ``stage_ratio`` (and its interval) is the same from the
-    command's own timing of the stage: the work without the start and the end. The fixed
+    against the library's median. ``flow_ratio`` (and its interval) is the same from the
+    flow run's duration (all the orchestration, without the process's start and end), and
+    ``stage_ratio`` from the command's own timing of the stage (the work alone). The fixed
     cost is the intercept."""
     stages = {}
     for stage, sides in runs.items():
@@ -263,6 +288,8 @@ def summarize(runs: dict, small: int, large: int) -> dict:
             "per_row_ratio": per_million["command"] / per_million["library"],
             "per_row_interval": _interval(slopes["command"], slopes["library"]),
             "per_row_range": [min(ratios), max(ratios)],
+            "flow_ratio": per_million["flow"] / per_million["library"],
+            "flow_interval": _interval(slopes["flow"], slopes["library"]),
             "stage_ratio": per_million["stage"] / per_million["library"],
             "stage_interval": _interval(slopes["stage"], slopes["library"]),
             "fixed_s": median["command"][large] - per_million["command"] * large / 1e6,
