@@ -18,7 +18,6 @@ import time
 import types
 import typing
 from dataclasses import asdict, is_dataclass
-from pathlib import Path
 
 # Before dask or prefect is imported, so worker processes inherit it too: a quiet terminal.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -470,11 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         # the flow's own opening finds it open. An error is the flow's to report.
         from ooc.tasks import tracking
 
-        settings = get_settings()
-        if args.workdir:
-            settings = settings.model_copy(update={"workdir": Path(args.workdir)})
         with contextlib.suppress(Exception):
-            tracking.configure(settings)
+            tracking.open_store(args.workdir or None)
 
     try:
         with command_session(

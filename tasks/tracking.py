@@ -64,6 +64,15 @@ def configure(settings: Settings | None = None) -> str:
         return _configure(settings, uri)
 
 
+def open_store(workdir: str | Path | None = None) -> str:
+    """:func:`configure` for the runs of ``workdir`` (the settings' own without one): its
+    store is ``<workdir>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` names another."""
+    settings = get_settings()
+    if workdir is not None:
+        settings = settings.model_copy(update={"workdir": Path(workdir)})
+    return configure(settings)
+
+
 def _configure(settings: Settings, uri: str) -> str:
     explicit = bool(os.environ.get("MLFLOW_TRACKING_URI"))
     mlflow.set_tracking_uri(uri)
@@ -135,10 +144,7 @@ def flow_run_tracking(flow_name: str, workdir: Path | None, prefect_link: str | 
     from prefect.artifacts import create_link_artifact
     from prefect.runtime import deployment, flow_run
 
-    settings = get_settings()
-    if workdir is not None:
-        settings = settings.model_copy(update={"workdir": Path(workdir)})
-    uri = configure(settings)
+    uri = open_store(workdir)
     name = str(flow_run.get_name() or flow_name)
     tags = {
         "prefect.flow_run_id": str(flow_run.get_id()),
