@@ -141,10 +141,9 @@ def _stage_seconds(stage: str, result: dict) -> float:
     return sum(trained[part]["seconds"] for part in ("preprocessed", "fitted", "evaluated"))
 
 
-STAGES = ("generate", "train", "predict")
-
-
+# Each stage the benchmark measures, and the name of the flow its command runs.
 FLOWS = {"generate": "generate-dataset", "train": "train", "predict": "batch-predict"}
+STAGES = tuple(FLOWS)
 
 
 def _flow_seconds(home: Path, stage: str) -> float:
@@ -174,10 +173,10 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int,
     Each repeat measures both sizes back to back, so a slope is taken between runs a few
     seconds apart: this VM's speed drifts over minutes, and a drift between the two sizes
     would land in the slope. Returns ``{stage: {side: {rows: [seconds, ...]}}}``, the
-    sides being ``library``, ``command`` (wall) and ``stage`` (the command's own timing of
-    the stage's work). Without the generate stage, the data is written once by the
-    library; without the train stage, predict uses one model ``ooc train`` fitted on the
-    larger size (neither is timed)."""
+    sides being ``library``, ``command`` (wall), ``flow`` (the flow run, as Prefect
+    recorded it) and ``stage`` (the command's own timing of the stage's work). Without the
+    generate stage, the data is written once by the library; without the train stage,
+    predict uses one model ``ooc train`` fitted on the larger size (neither is timed)."""
     env = _env(home, root / "work")
     data = {rows: root / f"lib-{rows}" for rows in sizes}
     runs = _runs(stages, sizes)
