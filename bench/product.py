@@ -9,8 +9,9 @@ call to the last, imports excluded (a script that imported ooc pays those anyway
 that unpickling a model would do too (scikit-learn's, 1.3-1.7 s here).
 
 Both sides meet the same machine: the library and the command alternate, ``repeats``
-times each, and each repeat measures the two sizes back to back, so the slope of a repeat
-is taken between runs seconds apart (this VM's speed drifts by up to 25% over minutes);
+times each, the library first in even repeats and the command first in odd ones; each
+repeat measures the two sizes back to back, so the slope of a repeat is taken between runs
+seconds apart (this VM's speed drifts by up to 25% over minutes);
 the median over the repeats is kept. Before a stage that reads the data, the data is read
 once, so both start from the same page cache (the library's copies of the two sizes are
 kept, 19 GB at 100M rows; the command's generated copy is removed at once).
@@ -45,7 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 LIBRARY = {
@@ -110,6 +113,27 @@ def _warm(data: Path) -> None:
         with open(path, "rb") as f:
             while f.read(1 << 24):
                 pass
+
+
+def _warmed(data: Path, measurement: Callable):
+    """``measurement``, to be run after reading ``data`` once."""
+
+    def run():
+        _warm(data)
+        return measurement()
+
+    return run
+
+
+def _pair(repeat: int, library: Callable, command: Callable) -> tuple:
+    """The library's result and the command's, the library first in even repeats and the
+    command first in odd ones: whatever the first leaves behind (dirty pages, a page cache
+    the second must make room in, a warmer CPU) falls on each side as often."""
+    if repeat % 2:
+        ran = command()
+        return library(), ran
+    ran = library()
+    return ran, command()
 
 
 def _command(args: list[str], env: dict) -> tuple[float, dict]:
@@ -187,43 +211,54 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int,
         runs[stage]["flow"][rows].append(_flow_seconds(home, stage))
         runs[stage]["stage"][rows].append(_stage_seconds(stage, command[1]))
 
-    for _ in range(repeats if "generate" in stages else 0):
+    for repeat in range(repeats if "generate" in stages else 0):
         for rows in sizes:
             out = root / f"cmd-{rows}"
             shutil.rmtree(data[rows], ignore_errors=True)
-            library = _library("generate", OUT=str(data[rows]), ROWS=rows)
             generate = ["generate", "--out", str(out), "--rows", str(rows)]
-            record("generate", rows, library, _command(generate, env))
-            shutil.rmtree(out)  # only the library's copy is kept, so the cache can hold it
+
+            def command(out=out, generate=generate):
+                ran = _command(generate, env)
+                shutil.rmtree(out)  # only the library's copy is kept, so the cache can hold it
+                return ran
+
+            library = partial(_library, "generate", OUT=str(data[rows]), ROWS=rows)
+            record("generate", rows, *_pair(repeat, library, command))
     if "generate" not in stages:
         for rows in sizes:
             shutil.rmtree(data[rows], ignore_errors=True)
             _library("generate", OUT=str(data[rows]), ROWS=rows)
     models = {}
-    for _ in range(repeats if "train" in stages else 0):
+    for repeat in range(repeats if "train" in stages else 0):
         for rows in sizes:
-            _warm(data[rows])
-            library = _library("train", DATA=str(data[rows]))
-            _warm(data[rows])
+            library = _warmed(data[rows], partial(_library, "train", DATA=str(data[rows])))
             # The library computes the scaler's statistics every time; so does the command.
-            command = _command(["train", "--data", str(data[rows]), "--no-stats-cache"], env)
+            train = ["train", "--data", str(data[rows]), "--no-stats-cache"]
+            command = _warmed(data[rows], partial(_command, train, env))
+            library, command = _pair(repeat, library, command)
             record("train", rows, library, command)
             models.setdefault(rows, command[1]["trained"]["fitted"]["model_path"])
     if "predict" in stages and not models:
         _, trained = _command(["train", "--data", str(data[sizes[-1]])], env)
         models = dict.fromkeys(sizes, trained["trained"]["fitted"]["model_path"])
-    for _ in range(repeats if "predict" in stages else 0):
+    for repeat in range(repeats if "predict" in stages else 0):
         for rows in sizes:
             lib_out, cmd_out = root / "lib-pred", root / "cmd-pred"
-            _warm(data[rows])
-            library = _library(
-                "predict", MODEL=models[rows], DATA=str(data[rows]), OUT=str(lib_out)
-            )
-            shutil.rmtree(lib_out, ignore_errors=True)
-            _warm(data[rows])
-            predict = ["predict", "--data", str(data[rows]), "--out", str(cmd_out)]
-            record("predict", rows, library, _command(predict, env))
-            shutil.rmtree(cmd_out, ignore_errors=True)
+
+            def library(rows=rows, lib_out=lib_out):
+                named = {"MODEL": models[rows], "DATA": str(data[rows]), "OUT": str(lib_out)}
+                seconds = _library("predict", **named)
+                shutil.rmtree(lib_out, ignore_errors=True)
+                return seconds
+
+            def command(rows=rows, cmd_out=cmd_out):
+                predict = ["predict", "--data", str(data[rows]), "--out", str(cmd_out)]
+                ran = _command(predict, env)
+                shutil.rmtree(cmd_out, ignore_errors=True)
+                return ran
+
+            library, command = _warmed(data[rows], library), _warmed(data[rows], command)
+            record("predict", rows, *_pair(repeat, library, command))
     for path in data.values():
         shutil.rmtree(path)
     return runs

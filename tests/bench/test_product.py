@@ -83,3 +83,13 @@ def test_a_flow_runs_seconds_come_from_prefects_database(tmp_path):
     assert _flow_seconds(tmp_path, "predict") == pytest.approx(4.888264)
     with pytest.raises(SystemExit, match="is batch-predict \\(COMPLETED\\), not train"):
         _flow_seconds(tmp_path, "train")
+
+
+def test_the_side_that_runs_first_alternates_from_one_repeat_to_the_next():
+    from bench.product import _pair
+
+    ran = []
+    library = lambda: ran.append("library") or 1.0  # noqa: E731
+    command = lambda: ran.append("command") or (2.0, {})  # noqa: E731
+    assert [_pair(repeat, library, command) for repeat in range(3)] == [(1.0, (2.0, {}))] * 3
+    assert ran == ["library", "command", "command", "library", "library", "command"]
