@@ -115,25 +115,17 @@ def _warm(data: Path) -> None:
                 pass
 
 
-def _warmed(data: Path, measurement: Callable):
-    """``measurement``, to be run after reading ``data`` once."""
-
-    def run():
-        _warm(data)
-        return measurement()
-
-    return run
-
-
-def _pair(repeat: int, library: Callable, command: Callable) -> tuple:
+def _pair(repeat: int, library: Callable, command: Callable, before: Callable = lambda: None):
     """The library's result and the command's, the library first in even repeats and the
     command first in odd ones: whatever the first leaves behind (dirty pages, a page cache
-    the second must make room in, a warmer CPU) falls on each side as often."""
-    if repeat % 2:
-        ran = command()
-        return library(), ran
-    ran = library()
-    return ran, command()
+    the second must make room in, a warmer CPU) falls on each side as often. ``before``
+    runs before each side (reading the data, so both start from the page cache)."""
+    order = (command, library) if repeat % 2 else (library, command)
+    ran = {}
+    for side in order:
+        before()
+        ran[side] = side()
+    return ran[library], ran[command]
 
 
 def _command(args: list[str], env: dict) -> tuple[float, dict]:
@@ -231,13 +223,14 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int,
     models = {}
     for repeat in range(repeats if "train" in stages else 0):
         for rows in sizes:
-            library = _warmed(data[rows], partial(_library, "train", DATA=str(data[rows])))
+            library = partial(_library, "train", DATA=str(data[rows]))
             # The library computes the scaler's statistics every time; so does the command.
             train = ["train", "--data", str(data[rows]), "--no-stats-cache"]
-            command = _warmed(data[rows], partial(_command, train, env))
-            library, command = _pair(repeat, library, command)
-            record("train", rows, library, command)
-            models.setdefault(rows, command[1]["trained"]["fitted"]["model_path"])
+            seconds, trained = _pair(
+                repeat, library, partial(_command, train, env), partial(_warm, data[rows])
+            )
+            record("train", rows, seconds, trained)
+            models.setdefault(rows, trained[1]["trained"]["fitted"]["model_path"])
     if "predict" in stages and not models:
         _, trained = _command(["train", "--data", str(data[sizes[-1]])], env)
         models = dict.fromkeys(sizes, trained["trained"]["fitted"]["model_path"])
@@ -257,8 +250,7 @@ def measure(sizes: tuple[int, int], root: Path, home: Path, repeats: int,
                 shutil.rmtree(cmd_out, ignore_errors=True)
                 return ran
 
-            library, command = _warmed(data[rows], library), _warmed(data[rows], command)
-            record("predict", rows, *_pair(repeat, library, command))
+            record("predict", rows, *_pair(repeat, library, command, partial(_warm, data[rows])))
     for path in data.values():
         shutil.rmtree(path)
     return runs

@@ -93,3 +93,6 @@ def test_the_side_that_runs_first_alternates_from_one_repeat_to_the_next():
     command = lambda: ran.append("command") or (2.0, {})  # noqa: E731
     assert [_pair(repeat, library, command) for repeat in range(3)] == [(1.0, (2.0, {}))] * 3
     assert ran == ["library", "command", "command", "library", "library", "command"]
+    ran.clear()
+    _pair(1, library, command, before=lambda: ran.append("warm"))
+    assert ran == ["warm", "command", "warm", "library"]
