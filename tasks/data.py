@@ -15,7 +15,7 @@ import ooc
 from ooc.checks import check_classes, check_footer_statistics
 from ooc.datasets import DatasetSpec, prepare_dataset_dir
 
-from .cluster import cluster_client
+from .cluster import compute_each
 from .config import PreprocessConfig
 from .faults import maybe_fail
 from .progress import StageProgress
@@ -139,22 +139,24 @@ def _write_partition(out: str, spec: DatasetSpec, index: int) -> tuple[bool, lis
 @task(cache_policy=NONE, task_run_name="generate", **IO_RETRIES)
 def generate_partitions(out: str, spec: DatasetSpec) -> Generated:
     """Write every partition of ``spec`` on the cluster (complete files are kept)."""
-    from distributed import as_completed
+    import dask
 
     start = time.perf_counter()
     prepare_dataset_dir(out, spec)
     progress = StageProgress("generate", spec.n_partitions, "partitions")
     logger = get_run_logger()
     written = 0
-    with cluster_client() as client:
-        write = partial(_write_partition, out, spec)
-        futures = client.map(write, range(spec.n_partitions), pure=False)
-        for future in as_completed(futures):
-            wrote, notes = future.result()
-            written += wrote
-            for line in notes:
-                logger.warning(line)
-            progress.update(advance=1)
+
+    def done(index: int, outcome: tuple[bool, list[str]]) -> None:
+        nonlocal written
+        wrote, notes = outcome
+        written += wrote
+        for line in notes:
+            logger.warning(line)
+        progress.update(advance=1)
+
+    write = dask.delayed(partial(_write_partition, out, spec), pure=False)
+    compute_each([write(index) for index in range(spec.n_partitions)], done)
     progress.finish()
     return Generated(str(out), spec.n_rows, spec.n_partitions, written, time.perf_counter() - start)
 

@@ -11,7 +11,7 @@ from prefect.cache_policies import NONE
 import ooc
 from ooc.io import dask_collections
 
-from .cluster import cluster_client
+from .cluster import stage_compute
 from .progress import StageProgress
 from .retries import STAGE_RETRIES
 from .store import load_object
@@ -33,7 +33,7 @@ def evaluate_model(model_path: str, holdout: ooc.ParquetSource) -> Evaluated:
     X, y = dask_collections(holdout)
     model = load_object(model_path)
     progress = StageProgress("evaluate", len(holdout.blocks), "blocks")
-    with cluster_client():
+    with stage_compute():
         metrics = ooc.evaluate(model, X, y)
     progress.finish()
     n = int(metrics.pop("n_samples"))

@@ -1,16 +1,16 @@
 """The prediction stage: every input file predicted on the cluster, one output per file.
 
-One task run for the stage (the unit of visibility); inside it, one Dask task per file or
-per run of a large file's blocks, each retried where it runs after a transient failure (the
-unit of retry). The model is loaded once and shipped once to each worker. Outputs are
+One task run for the stage (the unit of visibility); inside it, one step per file or per run
+of a large file's blocks, each retried where it runs after a transient failure (the unit of
+retry). On a cluster of several workers each step is a Dask task and the model is shipped
+once to each worker; on a cluster of one (the command's own), the steps run on Dask's
+threaded scheduler inside the stage's task, as the library runs them. Outputs are
 atomic and complete ones are kept, so a retried or re-run stage continues where it stopped.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,7 +20,7 @@ from prefect.cache_policies import NONE
 import ooc
 from ooc.predict import PredictionJob, clear_leftovers, prediction_graph, takes_frames
 
-from .cluster import cluster_client
+from .cluster import compute_each
 from .faults import maybe_fail
 from .progress import StageProgress
 from .retries import IO_RETRIES, retry_transient
@@ -71,28 +71,6 @@ def _attempt(index: dict, func, *args) -> tuple[object, list[str]]:
     return retry_transient(attempt, on_retry=note), notes
 
 
-# The process's interval when this module was imported, which a stage puts back.
-PROCESS_SWITCH_INTERVAL = sys.getswitchinterval()
-
-
-@contextmanager
-def quick_gil_handover(seconds: float = 0.001):
-    """Let a thread waiting for the GIL take it after ``seconds`` (Python's default: 5 ms).
-
-    With the embedded cluster, Dask's event loop and the predicting threads share this
-    process's GIL: every wake-up of the loop and every return of a thread from pyarrow or
-    numpy waits for it. At 100M rows, 1 ms made the stage 0.3 and 0.8 s faster in the
-    medians of two series of alternating pairs (README). The interval is the process's, and
-    the process's own is put back at the end: overlapping stages (``ooc serve`` runs flows
-    side by side) cannot leave one stage's setting behind.
-    """
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(PROCESS_SWITCH_INTERVAL)
-
-
 @task(cache_policy=NONE, task_run_name="predict", **IO_RETRIES)
 def predict_files(
     data: str,
@@ -120,18 +98,17 @@ def predict_files(
         model, jobs, method, call=partial(_attempt, {job.dest: i for i, job in enumerate(jobs)})
     )
     progress = StageProgress("predict", sum(s.blocks for s in steps), "blocks")
-    with cluster_client() as client, quick_gil_handover():
-        from distributed import as_completed
+    written = 0
 
-        futures = client.compute([step.task for step in steps])
-        step_of = {future.key: step for future, step in zip(futures, steps, strict=True)}
-        written = 0
-        for future in as_completed(futures):
-            step, (result, notes) = step_of[future.key], future.result()
-            for line in notes:
-                logger.warning(line)
-            progress.update(advance=step.blocks)
-            written += step.final and bool(result)
+    def done(i: int, outcome: tuple[object, list[str]]) -> None:
+        nonlocal written
+        step, (result, notes) = steps[i], outcome
+        for line in notes:
+            logger.warning(line)
+        progress.update(advance=step.blocks)
+        written += step.final and bool(result)
+
+    compute_each([step.task for step in steps], done)
     progress.finish()
     return Predicted(
         out=str(out),

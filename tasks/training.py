@@ -20,7 +20,7 @@ from ooc.files import atomic_write
 from ooc.io import dask_collections
 from ooc.statcache import StatsCache, target_classes
 
-from .cluster import cluster_client
+from .cluster import cluster_client, stage_compute
 from .config import ModelConfig, PreprocessConfig, TrainingConfig
 from .data import DataPlan
 from .evaluation import Evaluated
@@ -64,7 +64,7 @@ def fit_preprocessing(
     pieces = sum(len(block) for block in train.blocks)
     progress = StageProgress("preprocess", pieces, "pieces")
     classes, cache = None, StatsCache(stats_cache) if stats_cache else None
-    with cluster_client():
+    with stage_compute():
         if train.as_frame:
             fitted = build_preprocessing(train, model, preprocess).fit(X)
             read, passes = pieces * fitted.n_passes_, fitted.n_passes_

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 import ooc
 from ooc.datasets import DatasetSpec
 from ooc.io import read_features, read_target
+from ooc.tasks.cluster import PROCESS_SWITCH_INTERVAL, quick_gil_handover
 from ooc.tasks.config import (
     DatasetConfig,
     ModelConfig,
@@ -40,12 +42,7 @@ from ooc.tasks.data import DataPlan, Generated, check_dataset, generate_partitio
 from ooc.tasks.evaluation import Evaluated, evaluate_model
 from ooc.tasks.faults import InjectedFault, maybe_fail
 from ooc.tasks.health import ServiceUnreachable
-from ooc.tasks.prediction import (
-    PROCESS_SWITCH_INTERVAL,
-    Predicted,
-    predict_files,
-    quick_gil_handover,
-)
+from ooc.tasks.prediction import Predicted, predict_files
 from ooc.tasks.retries import is_bad_input, is_transient, retry_transient, stage_retries
 from ooc.tasks.settings import Settings, get_settings, local_cluster_kwargs
 from ooc.tasks.store import load_object, save_object
@@ -84,6 +81,56 @@ def task_runner(dask_cluster):
     from prefect_dask import DaskTaskRunner
 
     return DaskTaskRunner(address=dask_cluster.scheduler_address)
+
+
+@dataclass
+class StageCluster:
+    """A task runner on a cluster, whether the cluster has several workers, and the name
+    prefixes of the tasks its scheduler saw while the test ran."""
+
+    runner: object
+    spread: bool
+    seen: set
+
+
+@pytest.fixture(params=["worker processes", "one worker"])
+def stage_cluster(request, dask_cluster):
+    """Where a stage spreads its files: Dask tasks over two worker processes, or the
+    threaded scheduler inside the task on a cluster of one worker (the command's own kind:
+    its threads in this process). That cluster lives for one test: its worker's client is
+    this process's global client while it lives, which any later task runner would take."""
+    from contextlib import ExitStack
+
+    from dask.utils import key_split
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+    from prefect_dask import DaskTaskRunner
+
+    class Seen(SchedulerPlugin):
+        name = "ooc-test-seen"
+
+        def __init__(self):
+            self.prefixes = set()
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            self.prefixes.add(key_split(key))
+
+    with ExitStack() as stack:
+        cluster = dask_cluster
+        if request.param == "one worker":
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+                )
+            )
+        seen = Seen()
+        cluster.scheduler.add_plugin(seen)  # a LocalCluster's scheduler is in this process
+        stack.callback(cluster.scheduler.remove_plugin, name=seen.name)
+        yield StageCluster(
+            DaskTaskRunner(address=cluster.scheduler_address),
+            len(cluster.workers) > 1,
+            seen.prefixes,
+        )
 
 
 def on_cluster(task_runner, body):
@@ -493,12 +540,15 @@ def test_check_dataset_names_the_bad_path_file_or_column(data, tmp_path):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_generate_partitions_retries_one_partition_where_it_runs(
-    task_runner, worker_faults, tmp_path
+    stage_cluster, worker_faults, tmp_path
 ):
+    task_runner = stage_cluster.runner
     worker_faults("generate-partition:2")
     out = tmp_path / "data"
     state = on_cluster(task_runner, lambda: generate_partitions.submit(str(out), SPEC).result())
     generated = state.result()
+    # A Dask task per file over several workers; on one, the threaded scheduler in the task.
+    assert ("write_partition" in stage_cluster.seen) is stage_cluster.spread
 
     assert isinstance(generated, Generated)
     assert (generated.path, generated.rows, generated.partitions) == (str(out), ROWS, N_FILES)
@@ -557,8 +607,9 @@ def predict(task_runner, data, out, model_path, **options):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_predict_files_writes_one_output_per_file_then_nothing(
-    task_runner, data, model_path, tmp_path
+    stage_cluster, data, model_path, tmp_path
 ):
+    task_runner = stage_cluster.runner
     out = tmp_path / "pred"
     state = predict(task_runner, data, out, model_path)
     predicted = state.result()
@@ -577,6 +628,7 @@ def test_predict_files_writes_one_output_per_file_then_nothing(
     assert [(t.name, t.run_count) for t in runs["predict_files"]] == [("predict", 1)]
     progress = [a for a in artifacts(flow_run_id(state)) if a.key == "predict-progress"]
     assert progress and max(float(a.data) for a in progress) == pytest.approx(100.0)
+    assert ("attempt" in stage_cluster.seen) is stage_cluster.spread
 
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     again = predict(task_runner, data, out, model_path).result()
@@ -586,11 +638,12 @@ def test_predict_files_writes_one_output_per_file_then_nothing(
 
 @pytest.mark.usefixtures("prefect_server")
 def test_predict_files_splits_a_large_file_into_blocks_and_retries_one(
-    task_runner, worker_faults, data, model_path, tmp_path
+    stage_cluster, worker_faults, data, model_path, tmp_path
 ):
     """Blocks of 2 000 rows: each 5 000-row file is predicted in 3 blocks and written as
     one output with a row group per block; a transient failure of file 3 is retried where
     it runs."""
+    task_runner = stage_cluster.runner
     worker_faults("predict-partition:3")
     out = tmp_path / "pred"
     state = predict(
@@ -625,10 +678,11 @@ def test_predict_files_splits_a_large_file_into_blocks_and_retries_one(
     ],
 )
 def test_predict_files_fails_at_once_on_bad_input(
-    task_runner, data, model_path, tmp_path, options, error, message
+    stage_cluster, data, model_path, tmp_path, options, error, message
 ):
     import re
 
+    task_runner = stage_cluster.runner
     out = tmp_path / "pred"
     options = dict(options)
     model = str(tmp_path / options.pop("model")) if "model" in options else model_path
