@@ -12,10 +12,14 @@ working threads need (at 10M rows, prediction's stage took 1.32-1.45 s on thread
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import dask
+
+# The scheduler's event topic of the tasks a stage ran on its worker's threads.
+THREAD_STEPS = "ooc-thread-steps"
 
 
 @contextmanager
@@ -55,19 +59,10 @@ def compute_each(tasks: Sequence, done: Callable[[int, object], None]) -> None:
     """Compute every delayed of ``tasks`` on the cluster; ``done(i, result)`` sees each
     one's result as it ends, in this thread (the stage's, which reports progress). The
     first error ends the stage and is raised here."""
-    from dask.callbacks import Callback
-
     with cluster_client() as client:
         threads = _only_worker_threads(client)
         if threads is not None:
-            index = {task.key: i for i, task in enumerate(tasks)}
-
-            def posttask(key, result, dsk, state, worker_id):
-                if key in index:
-                    done(index[key], result)
-
-            with Callback(posttask=posttask):
-                dask.compute(*tasks, scheduler="threads", num_workers=threads)
+            _compute_on_threads(tasks, threads, done)
             return
         from distributed import as_completed
 
@@ -76,6 +71,39 @@ def compute_each(tasks: Sequence, done: Callable[[int, object], None]) -> None:
             index = {future.key: i for i, future in enumerate(futures)}
             for future in as_completed(futures):
                 done(index[future.key], future.result())
+
+
+def _compute_on_threads(tasks: Sequence, threads: int, done) -> None:
+    """The tasks on Dask's threaded scheduler, each one's span sent to the scheduler's
+    event log (:data:`THREAD_STEPS`) at the end, where the run's profile draws them as the
+    task stream would draw Dask tasks."""
+    from dask.callbacks import Callback
+    from distributed import get_worker
+
+    index = {task.key: i for i, task in enumerate(tasks)}
+    started: dict[str, float] = {}
+    threads_seen: dict[object, int] = {}  # the pool's threads, numbered as they appear
+    spans = []
+
+    # A span runs from when the task is handed to a free thread to when its result is
+    # seen, and a thread is handed its next task only after that: one thread's spans
+    # never overlap.
+    def pretask(key, dsk, state):
+        started[key] = time.time()
+
+    def posttask(key, result, dsk, state, worker_id):
+        stop = time.time()
+        thread = threads_seen.setdefault(worker_id, len(threads_seen) + 1)
+        spans.append({"key": str(key), "thread": thread, "start": started.pop(key), "stop": stop})
+        if key in index:
+            done(index[key], result)
+
+    try:
+        with Callback(pretask=pretask, posttask=posttask):
+            dask.compute(*tasks, scheduler="threads", num_workers=threads)
+    finally:
+        worker = get_worker()
+        worker.log_event(THREAD_STEPS, {"worker": worker.address, "steps": spans})
 
 
 # The process's interval when this module was imported, which a stage puts back.

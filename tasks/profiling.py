@@ -98,12 +98,33 @@ class RunProfiler:
             self._stack.close()
         finally:
             if self._client is not None:
-                self.tasks = list(self._stream.data)
+                self.tasks = list(self._stream.data) + self._thread_steps()
         if self._report is not None:
             # Last: while the scheduler builds the report, its event loop answers nothing.
             self._report_written = self._write_report()
             if exc[0] is not None:
                 self.report()  # the run failed: nothing to overlap with
+
+    def _thread_steps(self) -> list[dict]:
+        """The tasks stages ran on a worker's threads (``tasks.cluster``) during this run,
+        as records of the task stream."""
+        from .cluster import THREAD_STEPS
+
+        try:
+            events = self._client.get_events(THREAD_STEPS)
+        except Exception:  # noqa: BLE001 - the profile must not fail the run
+            return []
+        return [
+            {
+                "key": step["key"],
+                "worker": event["worker"],
+                "lane": step["thread"],  # not "thread": Dask's records name its ident
+                "startstops": [{"action": "compute", "start": step["start"], "stop": step["stop"]}],
+            }
+            for when, event in events
+            if when >= self.started
+            for step in event["steps"]
+        ]
 
     def _write_report(self):
         """Start writing the performance report on the client's event loop and return at
@@ -209,6 +230,8 @@ class RunProfiler:
         for record in self.tasks:
             kind = str(record.get("key", "task")).split("-")[0].strip("('\"_")
             lane = f"Dask tasks on {names.get(str(record.get('worker', '?')), '?')}"
+            if "lane" in record:  # a stage's tasks on its worker's threads
+                lane += f", thread {record['lane']}"
             for ss in record.get("startstops", ()):
                 if ss["stop"] >= span[0] and ss["start"] <= span[1]:
                     lanes.setdefault(lane, []).append((ss["start"], ss["stop"], kind))

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -634,6 +635,37 @@ def test_predict_files_writes_one_output_per_file_then_nothing(
     again = predict(task_runner, data, out, model_path).result()
     assert again.written == 0 and again.rows == ROWS
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == mtimes
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_run_profile_shows_every_file_of_the_stage_on_either_cluster(
+    stage_cluster, data, model_path, tmp_path
+):
+    """The profile's task stream of the predict stage has a bar per file: Dask tasks on
+    several workers, or the tasks the stage ran on its one worker's threads, a lane per
+    thread, none overlapping another in its lane."""
+    from ooc.tasks.profiling import RunProfiler
+
+    def body():
+        with RunProfiler(tmp_path / "profile") as profiler, profiler.stage("predict"):
+            predict_files.submit(
+                str(data), str(tmp_path / "pred"), model_path, target="y", features=None,
+                method="predict", block_rows=CHUNK_ROWS,
+            ).result()  # fmt: skip
+        return profiler
+
+    profiler = on_cluster(stage_cluster.runner, body).result()
+    steps = [r for r in profiler.tasks if str(r["key"]).startswith("_attempt-")]
+    assert len(steps) == N_FILES
+    on_threads = [r for r in steps if "lane" in r]
+    assert len(on_threads) == (0 if stage_cluster.spread else N_FILES)
+    for lane in {r["lane"] for r in on_threads}:
+        spans = sorted((ss["start"], ss["stop"]) for r in on_threads if r["lane"] == lane
+                       for ss in r["startstops"])  # fmt: skip
+        assert all(stop <= start for (_, stop), (start, _) in pairwise(spans))
+    assert {r["lane"] for r in on_threads} <= {1, 2}  # the worker's two threads
+    drawn = profiler.figures()
+    assert tmp_path / "profile" / "task-stream-predict.png" in drawn
 
 
 @pytest.mark.usefixtures("prefect_server")
