@@ -82,19 +82,23 @@ def _compute_on_threads(tasks: Sequence, threads: int, done) -> None:
 
     index = {task.key: i for i, task in enumerate(tasks)}
     started: dict[str, float] = {}
-    threads_seen: dict[object, int] = {}  # the pool's threads, numbered as they appear
+    last_span: dict[object, dict] = {}  # by the pool's thread that ran it
     spans = []
 
-    # A span runs from when the task is handed to a free thread to when its result is
-    # seen, and a thread is handed its next task only after that: one thread's spans
-    # never overlap.
+    # A span runs from when the task is handed to the pool to when its result is seen,
+    # which can be after the same thread took its next task: a thread's tasks run one after
+    # another, so its previous span ends, at the latest, when its next one starts.
     def pretask(key, dsk, state):
         started[key] = time.time()
 
     def posttask(key, result, dsk, state, worker_id):
-        stop = time.time()
-        thread = threads_seen.setdefault(worker_id, len(threads_seen) + 1)
-        spans.append({"key": str(key), "thread": thread, "start": started.pop(key), "stop": stop})
+        span = {"key": str(key), "start": started.pop(key), "stop": time.time()}
+        previous = last_span.get(worker_id)
+        if previous is not None:
+            previous["stop"] = min(previous["stop"], span["start"])
+        span["thread"] = previous["thread"] if previous else len(last_span) + 1
+        last_span[worker_id] = span
+        spans.append(span)
         if key in index:
             done(index[key], result)
 

@@ -6,7 +6,9 @@
 - the fit's per-block timeline (reading and partial_fit), from ``blocks.csv``.
 
 The fit is one Dask task that streams blocks through threads, so the task stream alone
-would show one long bar: the block lanes show what happens inside it.
+would show one long bar: the block lanes show what happens inside it. A stage on a cluster of
+one worker runs its files on that worker's threads (``tasks.cluster``), which log a span per
+file: they join the task stream, a lane per thread.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ def stage_cluster(request, dask_cluster):
     this process's global client while it lives, which any later task runner would take."""
     from contextlib import ExitStack
 
+    import dask
     from dask.utils import key_split
     from distributed import LocalCluster
     from distributed.diagnostics.plugin import SchedulerPlugin
@@ -117,6 +118,9 @@ def stage_cluster(request, dask_cluster):
             self.prefixes.add(key_split(key))
 
     with ExitStack() as stack:
+        # A client made default (an in-process worker's) sets dask's scheduler for this
+        # process and, closed while another client lives, leaves it: put it back after.
+        stack.enter_context(dask.config.set(scheduler=dask.config.get("scheduler", None)))
         cluster = dask_cluster
         if request.param == "one worker":
             cluster = stack.enter_context(
